@@ -1,0 +1,215 @@
+#pragma once
+// The SIMD layer under every kernel. Loom's reductions keep 16 partial sums (element i of
+// a dot product goes to lane i % 16) and fold them in one fixed tree; `Lanes16` holds those
+// 16 lanes in whatever registers the target has: one AVX-512 register, two AVX2, four SSE2,
+// or 16 plain floats. The arithmetic per lane is the same on every target (separate
+// multiply and add, no FMA), so a kernel written on Lanes16 gives the same bits everywhere.
+//
+// The target is chosen at compile time from the compiler's flags (xsimd's default_arch):
+// -march=native, -mavx2 -mfma -mf16c, or the x86-64 baseline (SSE2). LOOM_SIMD_SCALAR forces
+// plain C++, and WebAssembly builds use it too (xsimd 8.1 has no WebAssembly support).
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "loom/core/config.hpp"
+#include "loom/core/dtype.hpp"
+
+#if !defined(LOOM_SIMD_SCALAR) && !defined(__EMSCRIPTEN__)
+#include <xsimd/xsimd.hpp>
+#if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
+#define LOOM_SIMD_XSIMD 1
+#endif
+#endif
+
+// Which x86 register width xsimd picked, for the few steps written with intrinsics
+// (lane folding, bf16/f16 expansion) where xsimd 8.1 has no portable equivalent.
+#if defined(LOOM_SIMD_XSIMD) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#if XSIMD_WITH_AVX512F
+#define LOOM_SIMD_X86_512 1
+#elif XSIMD_WITH_AVX2
+#define LOOM_SIMD_X86_256 1
+#elif XSIMD_WITH_SSE2 && !XSIMD_WITH_AVX
+#define LOOM_SIMD_X86_128 1
+#endif
+#endif
+
+// Loops over a tile's registers must be unrolled, or the accumulators live in memory.
+#if defined(__clang__)
+#define LOOM_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define LOOM_UNROLL _Pragma("GCC unroll 16")
+#else
+#define LOOM_UNROLL
+#endif
+
+namespace loom::kernels {
+
+inline constexpr std::size_t reduction_lanes = 16;
+
+// (l0+l8, l1+l9, ...), then the same on 8, 4, 2 lanes: the one fold every target follows.
+inline float fold_lanes(float* lanes) noexcept {
+    for (std::size_t width = reduction_lanes / 2; width >= 1; width /= 2) {
+        for (std::size_t lane = 0; lane < width; ++lane) lanes[lane] = lanes[lane] + lanes[lane + width];
+    }
+    return lanes[0];
+}
+
+namespace simd {
+
+#if defined(LOOM_SIMD_XSIMD)
+using Floats = xsimd::batch<float>;
+inline constexpr std::size_t width = Floats::size;
+inline Floats load(const float* p) noexcept { return Floats::load_unaligned(p); }
+inline void store(float* p, const Floats& v) noexcept { v.store_unaligned(p); }
+inline Floats broadcast(float value) noexcept { return Floats(value); }
+inline const char* target_name() noexcept { return xsimd::default_arch::name(); }
+#else
+using Floats = float;
+inline constexpr std::size_t width = 1;
+inline Floats load(const float* p) noexcept { return *p; }
+inline void store(float* p, const Floats& v) noexcept { *p = v; }
+inline Floats broadcast(float value) noexcept { return value; }
+inline const char* target_name() noexcept { return "scalar"; }
+#endif
+
+inline constexpr std::size_t parts = reduction_lanes / width;
+static_assert(parts * width == reduction_lanes, "SIMD width must divide 16");
+
+// 16 partial sums, lane l in part[l / width] at position l % width.
+struct Lanes16 {
+    Floats part[parts];
+};
+
+inline Lanes16 zero16() noexcept {
+    Lanes16 result;
+    LOOM_UNROLL for (auto& p : result.part) p = broadcast(0.0f);
+    return result;
+}
+
+inline Lanes16 load16(const float* p) noexcept {
+    Lanes16 result;
+    LOOM_UNROLL for (std::size_t i = 0; i < parts; ++i) result.part[i] = load(p + i * width);
+    return result;
+}
+
+inline void store16(float* p, const Lanes16& v) noexcept {
+    LOOM_UNROLL for (std::size_t i = 0; i < parts; ++i) store(p + i * width, v.part[i]);
+}
+
+// acc += a * b, rounded after the multiply and after the add.
+inline void multiply_add(Lanes16& acc, const Lanes16& a, const Lanes16& b) noexcept {
+    LOOM_UNROLL for (std::size_t i = 0; i < parts; ++i) acc.part[i] = acc.part[i] + a.part[i] * b.part[i];
+}
+
+inline float fold(const Lanes16& acc) noexcept {
+#if defined(LOOM_SIMD_X86_512)
+    const __m512 v = acc.part[0];
+    const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    const __m256 eight = _mm256_add_ps(_mm512_castps512_ps256(v), high);
+    const __m128 four = _mm_add_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps(eight, 1));
+#elif defined(LOOM_SIMD_X86_256)
+    const __m256 eight = _mm256_add_ps(acc.part[0], acc.part[1]);
+    const __m128 four = _mm_add_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps(eight, 1));
+#elif defined(LOOM_SIMD_X86_128)
+    const __m128 four = _mm_add_ps(_mm_add_ps(acc.part[0], acc.part[2]), _mm_add_ps(acc.part[1], acc.part[3]));
+#endif
+#if defined(LOOM_SIMD_X86_512) || defined(LOOM_SIMD_X86_256) || defined(LOOM_SIMD_X86_128)
+    const __m128 two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+    return _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps(two, two, 1)));
+#else
+    alignas(64) float lanes[reduction_lanes];
+    store16(lanes, acc);
+    return fold_lanes(lanes);
+#endif
+}
+
+// 16 consecutive weights stored as `dtype` (possibly unaligned: memory-mapped checkpoints),
+// expanded to f32. bf16 -> f32 is a 16-bit shift and f16 -> f32 is exact, so every
+// target sees the same values.
+template <DType dtype>
+inline Lanes16 load16_weights(const std::byte* p) noexcept {
+    if constexpr (dtype == DType::f32) {
+        return load16(reinterpret_cast<const float*>(p));
+    } else {
+#if defined(LOOM_SIMD_X86_512)
+        {
+            const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+            if constexpr (dtype == DType::bf16) {
+                return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16))};
+            } else {
+                return {_mm512_cvtph_ps(halves)};
+            }
+        }
+#elif defined(LOOM_SIMD_X86_256)
+        {
+            Lanes16 result;
+            for (std::size_t i = 0; i < 2; ++i) {
+                const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p) + i);
+                if constexpr (dtype == DType::bf16) {
+                    result.part[i] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
+                } else {
+#if defined(__F16C__)
+                    result.part[i] = _mm256_cvtph_ps(halves);
+#else
+                    alignas(32) float expanded[8];
+                    std::uint16_t raw[8];
+                    std::memcpy(raw, p + i * 16, sizeof raw);
+                    for (std::size_t lane = 0; lane < 8; ++lane) expanded[lane] = f16_to_f32(raw[lane]);
+                    result.part[i] = load(expanded);
+#endif
+                }
+            }
+            return result;
+        }
+#elif defined(LOOM_SIMD_X86_128)
+        if constexpr (dtype == DType::bf16) {
+            Lanes16 result;
+            const __m128i zero = _mm_setzero_si128();
+            for (std::size_t i = 0; i < 2; ++i) {
+                const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p) + i);
+                // (0, h) pairs read as little-endian u32 are h << 16: the bf16 value as f32.
+                result.part[2 * i] = _mm_castsi128_ps(_mm_unpacklo_epi16(zero, halves));
+                result.part[2 * i + 1] = _mm_castsi128_ps(_mm_unpackhi_epi16(zero, halves));
+            }
+            return result;
+        }
+#endif
+        std::uint16_t raw[reduction_lanes];
+        std::memcpy(raw, p, sizeof raw);
+        alignas(64) float expanded[reduction_lanes];
+        for (std::size_t lane = 0; lane < reduction_lanes; ++lane) {
+            expanded[lane] = dtype == DType::bf16 ? bf16_to_f32(raw[lane]) : f16_to_f32(raw[lane]);
+        }
+        return load16(expanded);
+    }
+}
+
+// The last n < 16 elements of a row, zero-padded to 16 (a zero product leaves a lane as
+// it is, up to the sign of a zero sum, identically on every target).
+inline Lanes16 load16_tail(const float* p, std::size_t n) noexcept {
+    alignas(64) float padded[reduction_lanes] = {};
+    std::memcpy(padded, p, n * sizeof(float));
+    return load16(padded);
+}
+
+template <DType dtype>
+inline Lanes16 load16_weights_tail(const std::byte* p, std::size_t n) noexcept {
+    alignas(64) float padded[reduction_lanes] = {};
+    for (std::size_t i = 0; i < n; ++i) padded[i] = load_as_f32(p, dtype, i);
+    return load16(padded);
+}
+
+// n weights stored as `dtype` expanded to f32 (exact).
+template <DType dtype>
+inline void expand_weights(const std::byte* p, std::size_t n, float* out) noexcept {
+    const std::size_t whole = n - n % reduction_lanes;
+    for (std::size_t i = 0; i < whole; i += reduction_lanes) {
+        store16(out + i, load16_weights<dtype>(p + i * dtype_size(dtype)));
+    }
+    for (std::size_t i = whole; i < n; ++i) out[i] = load_as_f32(p, dtype, i);
+}
+
+}  // namespace simd
+}  // namespace loom::kernels
