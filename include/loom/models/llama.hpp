@@ -35,20 +35,36 @@ struct DecoderLayer {
     nn::SwiGLU mlp;
 };
 
-// Everything one sequence needs between calls: its KV cache and activation buffers
-// (grown to the largest batch seen, then reused, so decoding allocates nothing).
-struct SequenceState {
-    nn::KVCache cache;
-    std::vector<float> hidden;  // [tokens, hidden] the residual stream
-    std::vector<float> normed;  // [tokens, hidden]
-    std::vector<float> branch;  // [tokens, hidden] attention or MLP output before the residual add
+// Activation buffers of one forward call, grown to the largest batch seen and then
+// reused, so decoding allocates nothing.
+struct ForwardScratch {
+    std::vector<float> hidden;             // [rows, hidden] the residual stream
+    std::vector<float> normed;             // [rows, hidden]
+    std::vector<float> branch;             // [rows, hidden] attention or MLP output before the residual add
+    std::vector<float> cosines, sines;     // [rows, head_dim / 2] rotary angles of each row's position
+    std::vector<float> head_input;         // [logit rows, hidden]
+    std::vector<nn::SequenceRows> batch;
     nn::AttentionScratch attention;
     nn::MlpScratch mlp;
+};
+
+// Everything one sequence needs between calls: its KV cache (and, for the one-sequence
+// forward, its scratch buffers).
+struct SequenceState {
+    nn::KVCache cache;
+    ForwardScratch scratch;
 
     std::size_t position() const noexcept { return cache.length(); }
 };
 
 enum class LogitRows { last, all };
+
+// One sequence's share of a batched forward call.
+struct BatchEntry {
+    std::span<const int> tokens;
+    SequenceState* sequence;
+    LogitRows rows = LogitRows::last;
+};
 
 class Llama {
 public:
@@ -76,48 +92,98 @@ public:
     // A recorder, when given, receives every stage's output (see trace/recorder.hpp).
     void forward(std::span<const int> tokens, SequenceState& state, LogitRows rows, xt::xtensor<float, 2>& logits,
                  ThreadPool& pool, trace::Recorder* recorder = nullptr) const {
-        const std::size_t count = tokens.size();
+        const BatchEntry entry{tokens, &state, rows};
+        forward(std::span<const BatchEntry>(&entry, 1), state.scratch, logits, pool, recorder);
+    }
+
+    // Several sequences in one pass: their rows are concatenated, every matrix product
+    // reads the weights once for all of them, and each sequence attends to its own cache.
+    // A sequence's logits are bit-identical to running it alone. logits: the rows each
+    // entry asks for, entry after entry. A recorder sees the concatenated rows.
+    void forward(std::span<const BatchEntry> entries, ForwardScratch& scratch, xt::xtensor<float, 2>& logits,
+                 ThreadPool& pool, trace::Recorder* recorder = nullptr) const {
         const std::size_t hidden = config_.hidden_size;
+        std::size_t count = 0, logit_rows = 0;
+        for (const BatchEntry& entry : entries) {
+            if (entry.tokens.empty()) throw argument_error("forward needs at least one token per sequence");
+            for (const BatchEntry& other : entries) {
+                if (&other != &entry && other.sequence == entry.sequence) {
+                    throw argument_error("a sequence can appear only once in a batch");
+                }
+            }
+            entry.sequence->cache.check_room(entry.tokens.size());
+            count += entry.tokens.size();
+            logit_rows += entry.rows == LogitRows::all ? entry.tokens.size() : 1;
+        }
         if (count == 0) throw argument_error("forward needs at least one token");
-        state.cache.check_room(count);
-        state.hidden.resize(count * hidden);
-        state.normed.resize(count * hidden);
-        state.branch.resize(count * hidden);
-        float* x = state.hidden.data();
+        scratch.hidden.resize(count * hidden);
+        scratch.normed.resize(count * hidden);
+        scratch.branch.resize(count * hidden);
+        prepare_rows(entries, scratch);
+        float* x = scratch.hidden.data();
         auto tap = [&](auto&& stage, const float* data, std::size_t rows_recorded, std::size_t columns) {
             if (recorder) recorder->record(stage, data, rows_recorded, columns);
         };
 
-        embed_tokens_.forward(tokens.data(), count, x);
+        std::size_t first_row = 0;
+        for (const BatchEntry& entry : entries) {
+            embed_tokens_.forward(entry.tokens.data(), entry.tokens.size(), x + first_row * hidden);
+            first_row += entry.tokens.size();
+        }
         tap("embedding", x, count, hidden);
         for (std::size_t l = 0; l < layers_.size(); ++l) {
             const DecoderLayer& layer = layers_[l];
-            layer.input_norm.forward(x, count, state.normed.data());
-            if (recorder) tap(trace::layer_stage(l, "input_norm"), state.normed.data(), count, hidden);
-            layer.attention.forward(state.normed.data(), count, rope_, state.cache, l, state.attention,
-                                    state.branch.data(), pool);
-            if (recorder) tap(trace::layer_stage(l, "attn_output"), state.branch.data(), count, hidden);
-            kernels::add_in_place(x, state.branch.data(), count * hidden);
+            layer.input_norm.forward(x, count, scratch.normed.data());
+            if (recorder) tap(trace::layer_stage(l, "input_norm"), scratch.normed.data(), count, hidden);
+            layer.attention.forward(scratch.normed.data(), count, scratch.batch, rope_, scratch.cosines.data(),
+                                    scratch.sines.data(), l, scratch.attention, scratch.branch.data(), pool);
+            if (recorder) tap(trace::layer_stage(l, "attn_output"), scratch.branch.data(), count, hidden);
+            kernels::add_in_place(x, scratch.branch.data(), count * hidden);
             if (recorder) tap(trace::layer_stage(l, "after_attn_residual"), x, count, hidden);
-            layer.post_attention_norm.forward(x, count, state.normed.data());
-            if (recorder) tap(trace::layer_stage(l, "post_attn_norm"), state.normed.data(), count, hidden);
-            layer.mlp.forward(state.normed.data(), count, state.mlp, state.branch.data(), pool);
-            if (recorder) tap(trace::layer_stage(l, "mlp_output"), state.branch.data(), count, hidden);
-            kernels::add_in_place(x, state.branch.data(), count * hidden);
+            layer.post_attention_norm.forward(x, count, scratch.normed.data());
+            if (recorder) tap(trace::layer_stage(l, "post_attn_norm"), scratch.normed.data(), count, hidden);
+            layer.mlp.forward(scratch.normed.data(), count, scratch.mlp, scratch.branch.data(), pool);
+            if (recorder) tap(trace::layer_stage(l, "mlp_output"), scratch.branch.data(), count, hidden);
+            kernels::add_in_place(x, scratch.branch.data(), count * hidden);
             if (recorder) tap(trace::layer_stage(l, "output"), x, count, hidden);
         }
-        state.cache.advance(count);
+        for (const BatchEntry& entry : entries) entry.sequence->cache.advance(entry.tokens.size());
 
-        const std::size_t first_row = rows == LogitRows::all ? 0 : count - 1;
-        const std::size_t row_count = count - first_row;
-        norm_.forward(x + first_row * hidden, row_count, state.normed.data());
-        tap("final_norm", state.normed.data(), row_count, hidden);
-        logits.resize({row_count, config_.vocab_size});
-        lm_head_.forward(state.normed.data(), row_count, logits.data(), pool);
-        tap("logits", logits.data(), row_count, config_.vocab_size);
+        // Only the rows that need logits go through the final norm and the head.
+        scratch.head_input.resize(logit_rows * hidden);
+        std::size_t row = 0, head_row = 0;
+        for (const BatchEntry& entry : entries) {
+            const std::size_t tokens = entry.tokens.size();
+            const std::size_t first = entry.rows == LogitRows::all ? 0 : tokens - 1;
+            norm_.forward(x + (row + first) * hidden, tokens - first, scratch.head_input.data() + head_row * hidden);
+            head_row += tokens - first;
+            row += tokens;
+        }
+        tap("final_norm", scratch.head_input.data(), logit_rows, hidden);
+        logits.resize({logit_rows, config_.vocab_size});
+        lm_head_.forward(scratch.head_input.data(), logit_rows, logits.data(), pool);
+        tap("logits", logits.data(), logit_rows, config_.vocab_size);
     }
 
 private:
+    // Which rows belong to which cache, and the rotary angles of every row's position.
+    void prepare_rows(std::span<const BatchEntry> entries, ForwardScratch& scratch) const {
+        const std::size_t half = rope_.half();
+        std::size_t rows = 0;
+        for (const BatchEntry& entry : entries) rows += entry.tokens.size();
+        scratch.cosines.resize(rows * half);
+        scratch.sines.resize(rows * half);
+        scratch.batch.clear();
+        std::size_t row = 0;
+        for (const BatchEntry& entry : entries) {
+            nn::KVCache& cache = entry.sequence->cache;
+            scratch.batch.push_back({&cache, row, entry.tokens.size()});
+            for (std::size_t t = 0; t < entry.tokens.size(); ++t, ++row) {
+                rope_.angles(cache.length() + t, scratch.cosines.data() + row * half, scratch.sines.data() + row * half);
+            }
+        }
+    }
+
     void load_weights() {
         const io::ModelConfig& c = config_;
         const std::size_t q_width = c.num_attention_heads * c.head_dim;

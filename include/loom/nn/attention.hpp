@@ -1,12 +1,14 @@
 #pragma once
 // Multi-head self-attention with grouped key/value heads (GQA), rotary positions and an
-// optional sliding window. Keys and values of the new tokens are appended to the cache.
-#include <algorithm>
+// optional sliding window, for a batch of sequences whose rows are concatenated: the
+// projections run once over all rows, each sequence attends to its own KV cache.
 #include <cstddef>
+#include <span>
 #include <vector>
 
 #include "loom/core/thread_pool.hpp"
 #include "loom/kernels/attention.hpp"
+#include "loom/kernels/matmul.hpp"
 #include "loom/nn/kv_cache.hpp"
 #include "loom/nn/linear.hpp"
 #include "loom/nn/rope.hpp"
@@ -14,36 +16,52 @@
 namespace loom::nn {
 
 struct AttentionScratch {
-    std::vector<float> queries, keys, values, mixed;  // [tokens, heads * head_dim] each
+    std::vector<float> queries, keys, values, mixed;  // [rows, heads * head_dim] each
+    std::vector<kernels::AttentionSequence> sequences;
+};
+
+// Rows first_row .. first_row + tokens - 1 of a batch belong to the sequence whose cache
+// this is, at positions cache->length() ...
+struct SequenceRows {
+    KVCache* cache;
+    std::size_t first_row;
+    std::size_t tokens;
 };
 
 struct Attention {
     Linear query, key, value, output;
     kernels::AttentionShape shape;
 
-    // x: [tokens, hidden] (already normalised) at positions cache.length() ...
-    // out: [tokens, hidden]. Does not advance the cache; the model does after all layers.
-    void forward(const float* x, std::size_t tokens, const RotaryEmbedding& rope, KVCache& cache, std::size_t layer,
-                 AttentionScratch& scratch, float* out, ThreadPool& pool) const {
-        const std::size_t first_position = cache.length();
+    // x: [rows, hidden] (already normalised); cosines/sines: [rows, head_dim / 2] per row's
+    // position; out: [rows, hidden]. Writes the new keys and values into each cache but
+    // does not advance it; the model does after all layers.
+    void forward(const float* x, std::size_t rows, std::span<const SequenceRows> batch, const RotaryEmbedding& rope,
+                 const float* cosines, const float* sines, std::size_t layer, AttentionScratch& scratch, float* out,
+                 ThreadPool& pool) const {
+        const std::size_t q_width = shape.query_heads * shape.head_dim;
         const std::size_t kv_width = shape.kv_heads * shape.head_dim;
-        scratch.queries.resize(tokens * shape.query_heads * shape.head_dim);
-        scratch.keys.resize(tokens * kv_width);
-        scratch.values.resize(tokens * kv_width);
-        scratch.mixed.resize(scratch.queries.size());
+        scratch.queries.resize(rows * q_width);
+        scratch.keys.resize(rows * kv_width);
+        scratch.values.resize(rows * kv_width);
+        scratch.mixed.resize(rows * q_width);
 
-        query.forward(x, tokens, scratch.queries.data(), pool);
-        key.forward(x, tokens, scratch.keys.data(), pool);
-        value.forward(x, tokens, scratch.values.data(), pool);
-        rope.forward(scratch.queries.data(), tokens, shape.query_heads, first_position);
-        rope.forward(scratch.keys.data(), tokens, shape.kv_heads, first_position);
+        const kernels::Product projections[] = {query.product(scratch.queries.data()), key.product(scratch.keys.data()),
+                                                value.product(scratch.values.data())};
+        kernels::matmul_group(x, rows, projections, pool);
+        rope.apply(scratch.queries.data(), rows, shape.query_heads, cosines, sines);
+        rope.apply(scratch.keys.data(), rows, shape.kv_heads, cosines, sines);
 
-        std::copy(scratch.keys.begin(), scratch.keys.end(), cache.keys(layer, first_position));
-        std::copy(scratch.values.begin(), scratch.values.end(), cache.values(layer, first_position));
-
-        kernels::causal_attention(scratch.queries.data(), tokens, first_position, cache.keys(layer, 0),
-                                  cache.values(layer, 0), shape, scratch.mixed.data(), pool);
-        output.forward(scratch.mixed.data(), tokens, out, pool);
+        scratch.sequences.clear();
+        for (const SequenceRows& sequence : batch) {
+            KVCache& cache = *sequence.cache;
+            cache.store(layer, cache.length(), sequence.tokens, scratch.keys.data() + sequence.first_row * kv_width,
+                        scratch.values.data() + sequence.first_row * kv_width);
+            scratch.sequences.push_back({scratch.queries.data() + sequence.first_row * q_width, sequence.tokens,
+                                         cache.length(), cache.keys(layer), cache.values(layer), cache.capacity(),
+                                         scratch.mixed.data() + sequence.first_row * q_width});
+        }
+        kernels::causal_attention(scratch.sequences, shape, pool);
+        output.forward(scratch.mixed.data(), rows, out, pool);
     }
 };
 

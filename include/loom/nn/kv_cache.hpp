@@ -1,13 +1,15 @@
 #pragma once
 // Keys and values of every processed position, per layer, so each new token attends to
-// the past without recomputing it. Layout per layer: [capacity, kv_heads, head_dim].
+// the past without recomputing it. Layout per layer, chosen for the attention kernel:
+//   keys   [kv_heads, head_dim, capacity]: transposed, so 16 positions' scores form one
+//          SIMD accumulator that sums over head_dim in plain order (no lane folding);
+//   values [capacity, kv_heads, head_dim]: one row per position, added up position by position.
+#include <algorithm>
 #include <cstddef>
 #include <limits>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <algorithm>
 
 #include "loom/core/error.hpp"
 
@@ -17,7 +19,8 @@ class KVCache {
 public:
     KVCache() = default;
     KVCache(std::size_t layers, std::size_t capacity, std::size_t kv_heads, std::size_t head_dim)
-        : capacity_(capacity), row_size_(kv_heads * head_dim), keys_(layers), values_(layers) {
+        : capacity_(capacity), kv_heads_(kv_heads), head_dim_(head_dim), row_size_(kv_heads * head_dim),
+          keys_(layers), values_(layers) {
         constexpr std::size_t max_floats = std::size_t(1) << 40;  // 4 TiB: past this, a size overflowed
         if (row_size_ == 0 || capacity > max_floats / row_size_ / std::max<std::size_t>(layers, 1) / 2) {
             throw argument_error("KV cache of " + std::to_string(capacity) + " positions x " + std::to_string(layers) +
@@ -25,8 +28,9 @@ public:
         }
         // Left uninitialised: positions are written before they are read, and untouched
         // pages of a large context are never committed by the operating system.
+        // Keys get one spare SIMD block: the kernel reads whole blocks of 16 positions.
         for (std::size_t layer = 0; layer < layers; ++layer) {
-            keys_[layer].reset(new float[capacity * row_size_]);
+            keys_[layer].reset(new float[capacity * row_size_ + key_padding]);
             values_[layer].reset(new float[capacity * row_size_]);
         }
     }
@@ -43,8 +47,25 @@ public:
         }
     }
 
-    float* keys(std::size_t layer, std::size_t position) noexcept { return keys_[layer].get() + position * row_size_; }
-    float* values(std::size_t layer, std::size_t position) noexcept { return values_[layer].get() + position * row_size_; }
+    std::size_t kv_heads() const noexcept { return kv_heads_; }
+    std::size_t head_dim() const noexcept { return head_dim_; }
+
+    // Stores `tokens` rows of keys and values ([tokens, kv_heads, head_dim] each) at
+    // positions first_position ...
+    void store(std::size_t layer, std::size_t first_position, std::size_t tokens, const float* keys,
+               const float* values) noexcept {
+        float* transposed = keys_[layer].get();
+        for (std::size_t t = 0; t < tokens; ++t) {
+            const std::size_t position = first_position + t;
+            for (std::size_t i = 0; i < row_size_; ++i) transposed[i * capacity_ + position] = keys[t * row_size_ + i];
+        }
+        std::copy(values, values + tokens * row_size_, values_[layer].get() + first_position * row_size_);
+    }
+
+    // Keys: [kv_heads, head_dim, capacity] (row d of a head holds dimension d of every position).
+    const float* keys(std::size_t layer) const noexcept { return keys_[layer].get(); }
+    // Values: [capacity, kv_heads, head_dim].
+    const float* values(std::size_t layer) const noexcept { return values_[layer].get(); }
 
     void advance(std::size_t tokens) noexcept { length_ += tokens; }
     // Forget positions from `length` on (e.g. to reuse a common prompt prefix).
@@ -56,8 +77,12 @@ public:
     std::size_t bytes() const noexcept { return 2 * keys_.size() * capacity_ * row_size_ * sizeof(float); }
 
 private:
+    static constexpr std::size_t key_padding = 16;
+
     std::size_t capacity_ = 0;
     std::size_t length_ = 0;
+    std::size_t kv_heads_ = 0;
+    std::size_t head_dim_ = 0;
     std::size_t row_size_ = 0;
     std::vector<std::unique_ptr<float[]>> keys_;
     std::vector<std::unique_ptr<float[]>> values_;

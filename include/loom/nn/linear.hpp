@@ -20,6 +20,14 @@ struct Linear {
     void forward(const float* x, std::size_t rows, float* out, ThreadPool& pool) const {
         kernels::matmul(x, rows, weight, bias ? &*bias : nullptr, out, pool);
     }
+
+    // Columns [begin, end) of forward's output, for callers that split the work themselves.
+    void forward_columns(const float* x, std::size_t rows, float* out, std::size_t begin, std::size_t end) const {
+        kernels::matmul_columns(x, rows, weight, bias ? &*bias : nullptr, out, out_features(), begin, end);
+    }
+
+    // This layer as one product of a kernels::matmul_group writing to `out`.
+    kernels::Product product(float* out) const { return {&weight, bias ? &*bias : nullptr, out}; }
 };
 
 }  // namespace loom::nn

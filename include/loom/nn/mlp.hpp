@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "loom/core/thread_pool.hpp"
+#include "loom/kernels/matmul.hpp"
 #include "loom/kernels/ops.hpp"
 #include "loom/nn/linear.hpp"
 
@@ -21,10 +22,17 @@ struct SwiGLU {
         const std::size_t intermediate = gate.out_features();
         scratch.gate.resize(tokens * intermediate);
         scratch.up.resize(tokens * intermediate);
-        gate.forward(x, tokens, scratch.gate.data(), pool);
-        up.forward(x, tokens, scratch.up.data(), pool);
-        kernels::silu_multiply(scratch.gate.data(), scratch.up.data(), scratch.gate.size());
-        down.forward(scratch.gate.data(), tokens, out, pool);
+        float* gated = scratch.gate.data();
+        const float* up_out = scratch.up.data();
+        // Gate, up and the SiLU product in one pass: a thread owns the same columns of all three.
+        kernels::for_column_blocks(pool, intermediate, [&](std::size_t begin, std::size_t end) {
+            gate.forward_columns(x, tokens, gated, begin, end);
+            up.forward_columns(x, tokens, scratch.up.data(), begin, end);
+            for (std::size_t t = 0; t < tokens; ++t) {
+                kernels::silu_multiply(gated + t * intermediate + begin, up_out + t * intermediate + begin, end - begin);
+            }
+        });
+        down.forward(gated, tokens, out, pool);
     }
 };
 

@@ -64,25 +64,32 @@ struct RotaryEmbedding {
     std::vector<float> inverse_frequencies;  // [head_dim / 2]
 
     std::size_t head_dim() const noexcept { return inverse_frequencies.size() * 2; }
+    std::size_t half() const noexcept { return inverse_frequencies.size(); }
 
-    // x: [tokens, heads, head_dim] at positions first_position, first_position + 1, ...
-    void forward(float* x, std::size_t tokens, std::size_t heads, std::size_t first_position) const {
-        const std::size_t half = inverse_frequencies.size();
-        std::vector<float> cosines(half), sines(half);
+    // cosines[i], sines[i] of position * inverse_frequency[i] (head_dim / 2 each). Every
+    // layer rotates by the same angles, so a forward pass computes them once per token.
+    void angles(std::size_t position, float* cosines, float* sines) const noexcept {
+        for (std::size_t i = 0; i < half(); ++i) {
+            const float angle = float(position) * inverse_frequencies[i];  // f32 product, as transformers forms it
+            cosines[i] = float(kernels::cos_f64(double(angle)));
+            sines[i] = float(kernels::sin_f64(double(angle)));
+        }
+    }
+
+    // x: [tokens, heads, head_dim]; token t is rotated by row t of cosines and sines
+    // ([tokens, head_dim / 2] each, from angles()).
+    void apply(float* x, std::size_t tokens, std::size_t heads, const float* cosines, const float* sines) const noexcept {
+        const std::size_t h2 = half();
         for (std::size_t t = 0; t < tokens; ++t) {
-            const float position = float(first_position + t);
-            for (std::size_t i = 0; i < half; ++i) {
-                const float angle = position * inverse_frequencies[i];  // f32 product, as transformers forms it
-                cosines[i] = float(kernels::cos_f64(double(angle)));
-                sines[i] = float(kernels::sin_f64(double(angle)));
-            }
+            const float* cos_row = cosines + t * h2;
+            const float* sin_row = sines + t * h2;
             for (std::size_t h = 0; h < heads; ++h) {
                 float* vector = x + (t * heads + h) * head_dim();
-                for (std::size_t i = 0; i < half; ++i) {
+                for (std::size_t i = 0; i < h2; ++i) {
                     const float first = vector[i];
-                    const float second = vector[i + half];
-                    vector[i] = first * cosines[i] - second * sines[i];
-                    vector[i + half] = second * cosines[i] + first * sines[i];
+                    const float second = vector[i + h2];
+                    vector[i] = first * cos_row[i] - second * sin_row[i];
+                    vector[i + h2] = second * cos_row[i] + first * sin_row[i];
                 }
             }
         }
