@@ -44,6 +44,13 @@
 #define LOOM_UNROLL
 #endif
 
+// For the small helpers of the kernels' inner loops: a call there spills the registers.
+#if defined(__GNUC__) || defined(__clang__)
+#define LOOM_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define LOOM_ALWAYS_INLINE inline
+#endif
+
 namespace loom::kernels {
 
 inline constexpr std::size_t reduction_lanes = 16;
@@ -61,7 +68,7 @@ namespace simd {
 #if defined(LOOM_SIMD_XSIMD)
 using Floats = xsimd::batch<float>;
 inline constexpr std::size_t width = Floats::size;
-inline Floats load(const float* p) noexcept { return Floats::load_unaligned(p); }
+LOOM_ALWAYS_INLINE Floats load(const float* p) noexcept { return Floats::load_unaligned(p); }
 inline void store(float* p, const Floats& v) noexcept { v.store_unaligned(p); }
 inline Floats broadcast(float value) noexcept { return Floats(value); }
 inline const char* target_name() noexcept { return xsimd::default_arch::name(); }
@@ -82,28 +89,28 @@ struct Lanes16 {
     Floats part[parts];
 };
 
-inline Lanes16 zero16() noexcept {
+LOOM_ALWAYS_INLINE Lanes16 zero16() noexcept {
     Lanes16 result;
     LOOM_UNROLL for (auto& p : result.part) p = broadcast(0.0f);
     return result;
 }
 
-inline Lanes16 load16(const float* p) noexcept {
+LOOM_ALWAYS_INLINE Lanes16 load16(const float* p) noexcept {
     Lanes16 result;
     LOOM_UNROLL for (std::size_t i = 0; i < parts; ++i) result.part[i] = load(p + i * width);
     return result;
 }
 
-inline void store16(float* p, const Lanes16& v) noexcept {
+LOOM_ALWAYS_INLINE void store16(float* p, const Lanes16& v) noexcept {
     LOOM_UNROLL for (std::size_t i = 0; i < parts; ++i) store(p + i * width, v.part[i]);
 }
 
 // acc += a * b, rounded after the multiply and after the add.
-inline void multiply_add(Lanes16& acc, const Lanes16& a, const Lanes16& b) noexcept {
+LOOM_ALWAYS_INLINE void multiply_add(Lanes16& acc, const Lanes16& a, const Lanes16& b) noexcept {
     LOOM_UNROLL for (std::size_t i = 0; i < parts; ++i) acc.part[i] = acc.part[i] + a.part[i] * b.part[i];
 }
 
-inline float fold(const Lanes16& acc) noexcept {
+LOOM_ALWAYS_INLINE float fold(const Lanes16& acc) noexcept {
 #if defined(LOOM_SIMD_X86_512)
     const __m512 v = acc.part[0];
     const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
@@ -129,7 +136,7 @@ inline float fold(const Lanes16& acc) noexcept {
 // expanded to f32. bf16 -> f32 is a 16-bit shift and f16 -> f32 is exact, so every
 // target sees the same values.
 template <DType dtype>
-inline Lanes16 load16_weights(const std::byte* p) noexcept {
+LOOM_ALWAYS_INLINE Lanes16 load16_weights(const std::byte* p) noexcept {
     if constexpr (dtype == DType::f32) {
         return load16(reinterpret_cast<const float*>(p));
     } else {
