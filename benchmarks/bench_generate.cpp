@@ -1,28 +1,160 @@
-// Prefill and decode speed, time to first token and peak memory on full-size model
-// shapes (SmolLM2-135M, Qwen2.5-0.5B) with synthetic weights, at 1 and 2 threads.
-//   loom_bench_generate [--prompt-tokens 128] [--new-tokens 32] [--presets a,b] [--dtypes bf16,f32]
-//                       [--threads 1,2] [--dir DIR]
-// Checkpoints are written once into DIR (default: a temp folder) and memory-mapped.
+// Prefill and decode speed, time to first token and peak memory on full-size model shapes
+// (SmolLM2-135M, Qwen2.5-0.5B) with synthetic weights, set against the machine's memory
+// bandwidth (decode streams every weight once per token, so bandwidth bounds it) and,
+// with --pytorch, against plain PyTorch (benchmarks/bench_pytorch.py) on the same
+// checkpoints. Checkpoints are written once into --dir and memory-mapped. See --help.
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
-#include <iostream>
+#include <limits>
+#include <numeric>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include <loom/kernels/simd.hpp>
 #include <loom/loom.hpp>
 
 namespace {
 
-std::vector<std::string> split(const std::string& text) {
+constexpr const char* usage =
+    "usage: loom_bench_generate [--prompt-tokens N] [--new-tokens N] [--presets a,b] [--dtypes a,b]\n"
+    "                           [--threads a,b] [--dir DIR] [--bandwidth-mib N] [--pytorch]\n"
+    "\n"
+    "  --prompt-tokens  prompt length; prefill speed and TTFT are measured on it (default 128)\n"
+    "  --new-tokens     greedy tokens generated after the prompt, at least 2 (default 128)\n"
+    "  --presets        model shapes: smollm2-135m, qwen2.5-0.5b (default both), or a tiny test preset\n"
+    "  --dtypes         stored weight types: bf16, f32, f16 (default bf16,f32)\n"
+    "  --threads        thread counts to run each model at (default 1,2)\n"
+    "  --dir            where the synthetic checkpoints are written once and reused\n"
+    "                   (default: $TMPDIR/loom-bench-models)\n"
+    "  --bandwidth-mib  buffer for the memory read-bandwidth measurement (default 512)\n"
+    "  --pytorch        also run benchmarks/bench_pytorch.py (plain PyTorch, /usr/bin/python3)\n"
+    "                   on the same checkpoints, prompt and thread counts\n";
+
+constexpr const char* python = "/usr/bin/python3";
+constexpr const char* pytorch_script = LOOM_SOURCE_DIR "/benchmarks/bench_pytorch.py";
+constexpr int pytorch_missing_exit_code = 3;  // bench_pytorch.py: torch cannot be imported
+constexpr int bandwidth_repeats = 10;
+
+struct Options {
+    std::size_t prompt_tokens = 128;
+    std::size_t new_tokens = 128;
+    std::vector<std::string> presets = {"smollm2-135m", "qwen2.5-0.5b"};
+    std::vector<std::string> dtypes = {"bf16", "f32"};
+    std::vector<std::size_t> threads = {1, 2};
+    std::filesystem::path dir = std::filesystem::temp_directory_path() / "loom-bench-models";
+    std::size_t bandwidth_mib = 512;
+    bool pytorch = false;
+    bool help = false;
+};
+
+std::vector<std::string> split(const std::string& flag, const std::string& text) {
     std::vector<std::string> items;
     std::stringstream stream(text);
     for (std::string item; std::getline(stream, item, ',');) items.push_back(item);
+    if (items.empty()) throw loom::argument_error(flag + ": expected a comma-separated list, got ''");
     return items;
+}
+
+loom::DType parse_dtype(const std::string& text) {
+    if (text == "bf16") return loom::DType::bf16;
+    if (text == "f32") return loom::DType::f32;
+    if (text == "f16") return loom::DType::f16;
+    throw loom::argument_error("--dtypes: each must be bf16, f32 or f16, got '" + text + "'");
+}
+
+std::size_t parse_at_least(const std::string& flag, const std::string& text, std::size_t minimum) {
+    const auto value = loom::generate::detail::parse_integer<std::size_t>(flag, text);
+    if (value < minimum) throw loom::argument_error(flag + " must be at least " + std::to_string(minimum));
+    return value;
+}
+
+Options parse_options(int argc, char** argv) {
+    using loom::argument_error;
+    Options options;
+    for (int i = 1; i < argc; ++i) {
+        const std::string flag = argv[i];
+        if (flag == "--help" || flag == "-h") {
+            options.help = true;
+            continue;
+        }
+        if (flag == "--pytorch") {
+            options.pytorch = true;
+            continue;
+        }
+        if (flag.rfind("--", 0) != 0) throw argument_error("unexpected argument '" + flag + "' (see --help)");
+        if (i + 1 >= argc) throw argument_error(flag + " needs a value");
+        const std::string value = argv[++i];
+        if (flag == "--prompt-tokens") options.prompt_tokens = parse_at_least(flag, value, 1);
+        else if (flag == "--new-tokens") options.new_tokens = parse_at_least(flag, value, 2);  // decode starts after the first
+        else if (flag == "--bandwidth-mib") options.bandwidth_mib = parse_at_least(flag, value, 1);
+        else if (flag == "--dir") options.dir = value;
+        else if (flag == "--presets") {
+            options.presets = split(flag, value);
+            for (const auto& preset : options.presets) loom::models::synthetic_preset(preset);  // throws if unknown
+        } else if (flag == "--dtypes") {
+            options.dtypes = split(flag, value);
+            for (const auto& dtype : options.dtypes) parse_dtype(dtype);
+        } else if (flag == "--threads") {
+            options.threads.clear();
+            for (const auto& item : split(flag, value)) {
+                options.threads.push_back(parse_at_least(flag, item, 1));
+                if (options.threads.back() > 1024) throw argument_error("--threads: each must be in 1..1024");
+            }
+        } else throw argument_error("unknown option '" + flag + "' (see --help)");
+    }
+    return options;
+}
+
+// Quotes for /bin/sh only what needs it, so printed command lines stay readable.
+std::string shell_quote(const std::string& text) {
+    const bool plain = !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || std::string_view("-_./,=:+@%").find(c) != std::string_view::npos;
+    });
+    if (plain) return text;
+    std::string quoted = "'";
+    for (char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return quoted + "'";
+}
+
+std::string cpu_model_name() {
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    for (std::string line; std::getline(cpuinfo, line);) {
+        if (line.rfind("model name", 0) == 0) {
+            const auto colon = line.find(':');
+            if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+        }
+    }
+    return "unknown CPU";
+}
+
+// Other work on the machine skews every figure, so the report records it.
+std::string load_average() {
+    std::ifstream loadavg("/proc/loadavg");
+    std::string one_minute;
+    return loadavg >> one_minute ? one_minute : "unknown";
+}
+
+constexpr const char* compiler_name() {
+#if defined(__clang__)
+    return "clang " __clang_version__;
+#elif defined(__GNUC__)
+    return "g++ " __VERSION__;
+#else
+    return "unknown compiler";
+#endif
 }
 
 // Peak resident memory since the last reset, from /proc (VmHWM), in MiB.
@@ -32,6 +164,11 @@ double peak_rss_mib() {
         if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
     }
     return 0.0;
+}
+
+void reset_peak_rss() {
+    std::ofstream clear("/proc/self/clear_refs");
+    clear << "5";
 }
 
 // Writes the checkpoint in a child process, so the memory used to build it never
@@ -53,59 +190,214 @@ void write_checkpoint(const std::filesystem::path& folder, const loom::models::S
     }
 }
 
-void reset_peak_rss() {
-    std::ofstream clear("/proc/self/clear_refs");
-    clear << "5";
+// Best-of-N streaming read speed in GB/s, each thread reading its own contiguous part.
+// The loop sums 64-bit integers: integer adds may be reordered, so it is vectorised and
+// memory-bound; a float sum would stay one serial chain of adds without -ffast-math.
+double read_bandwidth_gb_per_s(const std::vector<std::uint64_t>& words, std::size_t threads) {
+    loom::ThreadPool pool(threads);
+    std::atomic<std::uint64_t> sink{0};  // keeps the sums, hence the reads, alive
+    double best_seconds = std::numeric_limits<double>::infinity();
+    for (int repeat = 0; repeat < bandwidth_repeats; ++repeat) {
+        const auto start = std::chrono::steady_clock::now();
+        pool.parallel_for(words.size(), [&](std::size_t begin, std::size_t end) {
+            std::uint64_t sum = 0;
+            for (std::size_t i = begin; i < end; ++i) sum += words[i];
+            sink += sum;
+        });
+        best_seconds = std::min(best_seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    return double(words.size() * sizeof(std::uint64_t)) / best_seconds / 1e9;
+}
+
+// Weight bytes one decode step reads: every tensor once, as stored. The embedding table
+// is streamed only as the head of a tied model; with a separate lm_head, one row of it is read.
+std::size_t weight_bytes_per_token(const loom::io::TensorStore& store) {
+    const bool separate_head = store.contains("lm_head.weight");
+    std::size_t bytes = 0;
+    for (const std::string& name : store.names()) {
+        const loom::TensorView& tensor = store.get(name);
+        const bool row_lookup = separate_head && name.ends_with("embed_tokens.weight");
+        bytes += row_lookup ? tensor.nbytes() / tensor.shape[0] : tensor.nbytes();
+    }
+    return bytes;
+}
+
+std::string threads_label(std::size_t threads) {
+    return std::to_string(threads) + (threads == 1 ? " thread" : " threads");
+}
+
+struct LoomRun {
+    loom::generate::Timings timings;
+    std::size_t weight_bytes_per_token = 0;
+    double peak_rss_mib = 0.0;  // from loading to the last token
+};
+
+LoomRun run_loom(const std::filesystem::path& folder, const std::vector<int>& prompt, std::size_t new_tokens,
+                 std::size_t threads) {
+    LoomRun run;
+    reset_peak_rss();
+    const auto model = loom::models::load_model(folder.string());
+    run.weight_bytes_per_token = weight_bytes_per_token(model.network->weights());
+    loom::ThreadPool pool(threads);
+    loom::generate::GenerateOptions options;
+    options.max_tokens = new_tokens;  // no EOS: always the full count
+    run.timings = loom::generate::generate(*model.network, prompt, options, pool).timings;
+    run.peak_rss_mib = peak_rss_mib();
+    return run;
+}
+
+struct PythonRun {
+    int exit_code = -1;
+    std::optional<nlohmann::json> result;  // bench_pytorch.py's JSON line
+    std::string messages;                  // everything else it printed (warnings, errors)
+};
+
+PythonRun run_pytorch_script(const std::string& arguments) {
+    const std::string command = std::string(python) + " " + shell_quote(pytorch_script) + " " + arguments + " 2>&1";
+    PythonRun run;
+    FILE* pipe = popen(command.c_str(), "r");
+    if (pipe == nullptr) {
+        run.messages = "could not start " + std::string(python) + "\n";
+        return run;
+    }
+    std::string output;
+    char buffer[4096];
+    while (std::fgets(buffer, sizeof buffer, pipe)) output += buffer;
+    const int status = pclose(pipe);
+    run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    std::istringstream lines(output);
+    for (std::string line; std::getline(lines, line);) {
+        if (line.starts_with("{")) run.result = nlohmann::json::parse(line, nullptr, false);
+        else run.messages += line + "\n";
+    }
+    if (run.result && run.result->is_discarded()) run.result.reset();
+    return run;
+}
+
+// Prints torch's version and matmul speed at each thread count, or why PyTorch is left out;
+// returns whether it can run.
+bool print_pytorch_setup(const std::vector<std::size_t>& thread_counts) {
+    std::string version, speeds;
+    for (const std::size_t threads : thread_counts) {
+        const PythonRun probe = run_pytorch_script("--probe --threads " + std::to_string(threads));
+        if (probe.exit_code == pytorch_missing_exit_code) {
+            std::printf("PyTorch: not run, torch is not importable by %s\n", python);
+            return false;
+        }
+        if (probe.exit_code != 0 || !probe.result) {
+            std::printf("PyTorch: not run, %s --probe failed (exit %d): %s\n", pytorch_script, probe.exit_code,
+                        probe.messages.substr(0, probe.messages.find('\n')).c_str());
+            return false;
+        }
+        std::fputs(probe.messages.c_str(), stdout);  // a slow-BLAS warning belongs in the report
+        version = (*probe.result)["torch_version"].get<std::string>();
+        char speed[96];
+        std::snprintf(speed, sizeof speed, "%s%.0f GFLOP/s at %s", speeds.empty() ? "" : ", ",
+                      (*probe.result)["matmul_gflops"].get<double>(), threads_label(threads).c_str());
+        speeds += speed;
+    }
+    std::printf("PyTorch: torch %s, float32 with a KV cache; 1024x1024 matmul %s (BLAS threads = Loom threads)\n", version.c_str(), speeds.c_str());
+    return true;
+}
+
+std::string join(const std::vector<int>& ids) {
+    std::string text;
+    for (int id : ids) text += (text.empty() ? "" : ",") + std::to_string(id);
+    return text;
+}
+
+int run(const Options& options, int argc, char** argv) {
+    std::string command_line;
+    for (int i = 0; i < argc; ++i) command_line += (i ? " " : "") + shell_quote(argv[i]);
+    std::printf("command: %s\n", command_line.c_str());
+    std::printf("CPU: %s, %u logical cores, load average %s at start\n", cpu_model_name().c_str(),
+                std::thread::hardware_concurrency(), load_average().c_str());
+    std::printf("Loom: SIMD target %s, %s, %s build\n", loom::kernels::simd::target_name(), compiler_name(),
+                LOOM_BUILD_CONFIG);
+    std::printf("workload: %zu-token prompt, then %zu greedy tokens; synthetic checkpoints in %s, memory-mapped\n",
+                options.prompt_tokens, options.new_tokens, options.dir.c_str());
+    std::fflush(stdout);
+
+    std::vector<double> bandwidth;  // GB/s, per entry of options.threads
+    {
+        // Allocated and written first: untouched pages all map the one zero page, which reads from cache.
+        std::vector<std::uint64_t> words((options.bandwidth_mib << 20) / sizeof(std::uint64_t));
+        std::iota(words.begin(), words.end(), std::uint64_t(1));
+        for (const std::size_t threads : options.threads) {
+            bandwidth.push_back(read_bandwidth_gb_per_s(words, threads));
+            std::printf("memory read bandwidth, %s: %.1f GB/s (%zu MiB buffer, best of %d)\n",
+                        threads_label(threads).c_str(), bandwidth.back(), options.bandwidth_mib, bandwidth_repeats);
+        }
+    }  // freed before any peak-RSS measurement
+
+    const bool pytorch = options.pytorch && print_pytorch_setup(options.threads);
+    std::fflush(stdout);
+
+    std::printf("\n| model | weights | file MB | threads | prefill tok/s | decode tok/s | TTFT ms | peak RSS MiB "
+                "| weight MB/token | bound tok/s | of bound |%s\n",
+                pytorch ? " PyTorch prefill tok/s | PyTorch decode tok/s | Loom/PyTorch prefill | Loom/PyTorch decode |" : "");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|---|%s\n", pytorch ? "---|---|---|---|" : "");
+    std::fflush(stdout);
+    for (const std::string& preset : options.presets) {
+        for (const std::string& dtype : options.dtypes) {
+            auto spec = loom::models::synthetic_preset(preset);
+            spec.dtype = parse_dtype(dtype);
+            const auto folder = options.dir / (preset + "-" + dtype);
+            if (!std::filesystem::exists(folder / "model.safetensors")) write_checkpoint(folder, spec);
+            const double file_mb = double(std::filesystem::file_size(folder / "model.safetensors")) / 1e6;
+            std::vector<int> prompt;
+            for (std::size_t i = 0; i < options.prompt_tokens; ++i) prompt.push_back(int((i * 7919 + 13) % spec.vocab_size));
+
+            for (std::size_t t = 0; t < options.threads.size(); ++t) {
+                const std::size_t threads = options.threads[t];
+                const LoomRun loom_run = run_loom(folder, prompt, options.new_tokens, threads);
+                const loom::generate::Timings& timings = loom_run.timings;
+                const double decode = timings.decode_tokens_per_second();
+                const double bound = bandwidth[t] * 1e9 / double(loom_run.weight_bytes_per_token);
+                std::printf("| %s | %s | %.0f | %zu | %.1f | %.2f | %.0f | %.0f | %.1f | %.1f | %.0f%% |", preset.c_str(),
+                            dtype.c_str(), file_mb, threads, timings.prefill_tokens_per_second(), decode,
+                            timings.time_to_first_token_ms, loom_run.peak_rss_mib,
+                            double(loom_run.weight_bytes_per_token) / 1e6, bound, 100.0 * decode / bound);
+                if (pytorch) {
+                    const PythonRun reference = run_pytorch_script(
+                        "--model " + shell_quote(folder.string()) + " --ids " + join(prompt) + " --new-tokens " +
+                        std::to_string(options.new_tokens) + " --threads " + std::to_string(threads));
+                    if (reference.exit_code == 0 && reference.result) {
+                        const double torch_prefill = (*reference.result)["prefill_tokens_per_second"].get<double>();
+                        const double torch_decode = (*reference.result)["decode_tokens_per_second"].get<double>();
+                        std::printf(" %.1f | %.2f | %.2fx | %.2fx |", torch_prefill, torch_decode,
+                                    timings.prefill_tokens_per_second() / torch_prefill, decode / torch_decode);
+                    } else {
+                        std::printf(" failed | failed | | |");
+                        std::fprintf(stderr, "bench_pytorch.py on %s failed (exit %d): %s", folder.c_str(),
+                                     reference.exit_code, reference.messages.c_str());
+                    }
+                }
+                std::printf("\n");
+                std::fflush(stdout);
+            }
+        }
+    }
+    std::printf("\nbound tok/s: memory read bandwidth at that thread count / weight bytes per token "
+                "(the KV cache's reads are left out); of bound: decode tok/s / bound tok/s.\n");
+    return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::size_t prompt_tokens = 128, new_tokens = 32;
-    std::vector<std::string> presets = {"smollm2-135m", "qwen2.5-0.5b"};
-    std::vector<std::string> dtypes = {"bf16", "f32"};
-    std::vector<std::string> thread_counts = {"1", "2"};
-    std::filesystem::path dir = std::filesystem::temp_directory_path() / "loom-bench-models";
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const std::string flag = argv[i], value = argv[i + 1];
-        if (flag == "--prompt-tokens") prompt_tokens = std::stoul(value);
-        else if (flag == "--new-tokens") new_tokens = std::stoul(value);
-        else if (flag == "--presets") presets = split(value);
-        else if (flag == "--dtypes") dtypes = split(value);
-        else if (flag == "--threads") thread_counts = split(value);
-        else if (flag == "--dir") dir = value;
-        else {
-            std::cerr << "unknown option " << flag << "\n";
-            return 2;
+    try {
+        const Options options = parse_options(argc, argv);
+        if (options.help) {
+            std::fputs(usage, stdout);
+            return 0;
         }
-    }
-    std::printf("loom_bench_generate: %u hardware threads, prompt %zu tokens, %zu new tokens (greedy)\n",
-                std::thread::hardware_concurrency(), prompt_tokens, new_tokens);
-    std::printf("| model | weights | file MB | threads | prefill tok/s | decode tok/s | TTFT ms | peak RSS MiB |\n");
-    std::printf("|---|---|---|---|---|---|---|---|\n");
-    for (const std::string& preset : presets) {
-        for (const std::string& dtype_text : dtypes) {
-            auto spec = loom::models::synthetic_preset(preset);
-            spec.dtype = dtype_text == "f32" ? loom::DType::f32 : dtype_text == "f16" ? loom::DType::f16 : loom::DType::bf16;
-            const auto folder = dir / (preset + "-" + dtype_text);
-            if (!std::filesystem::exists(folder / "model.safetensors")) write_checkpoint(folder, spec);
-            const double file_mb = double(std::filesystem::file_size(folder / "model.safetensors")) / 1e6;
-            for (const std::string& threads_text : thread_counts) {
-                const std::size_t threads = std::stoul(threads_text);
-                reset_peak_rss();
-                const auto model = loom::models::load_model(folder.string());
-                loom::ThreadPool pool(threads);
-                std::vector<int> prompt;
-                for (std::size_t i = 0; i < prompt_tokens; ++i) prompt.push_back(int((i * 7919 + 13) % spec.vocab_size));
-                loom::generate::GenerateOptions options;
-                options.max_tokens = new_tokens;  // no EOS: always the full count
-                const auto result = loom::generate::generate(*model.network, prompt, options, pool);
-                const auto& t = result.timings;
-                std::printf("| %s | %s | %.0f | %zu | %.1f | %.2f | %.0f | %.0f |\n", preset.c_str(), dtype_text.c_str(),
-                            file_mb, threads, t.prefill_tokens_per_second(), t.decode_tokens_per_second(),
-                            t.time_to_first_token_ms, peak_rss_mib());
-                std::fflush(stdout);
-            }
-        }
+        return run(options, argc, argv);
+    } catch (const loom::argument_error& failure) {
+        std::fprintf(stderr, "loom_bench_generate: error: %s\n", failure.what());
+        return 2;
+    } catch (const std::exception& failure) {
+        std::fprintf(stderr, "loom_bench_generate: error: %s\n", failure.what());
+        return 1;
     }
 }
