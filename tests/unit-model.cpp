@@ -270,3 +270,87 @@ TEST_CASE("model: threads sharing one model and one pool get the single-thread l
     for (auto& caller : callers) caller.join();
     for (const auto& result : results) CHECK(same_bits(result, expected));
 }
+
+TEST_CASE("model: a sequence's logits do not change when other sequences share its batch", "[model][determinism][batch]") {
+    using loom::models::BatchEntry;
+    const char* preset = GENERATE("tiny-llama", "tiny-qwen2", "tiny-mistral");
+    const loom::DType dtype = GENERATE(loom::DType::f32, loom::DType::bf16, loom::DType::f16);
+    const SyntheticModelSpec spec = small_spec(preset, dtype);
+    const auto model = loom::models::load_model_from_memory(
+        loom::models::synthetic_config_json(spec),
+        loom::io::TensorStore::from_bytes(loom::io::serialize_safetensors(loom::models::synthetic_tensors(spec)), "memory"));
+    const loom::models::Llama& network = *model.network;
+
+    // Three prompts of different lengths, each followed by 6 fixed decode tokens.
+    const std::vector<std::vector<int>> prompts = {long_prompt(spec.vocab_size, 7), long_prompt(spec.vocab_size, 13),
+                                                   long_prompt(spec.vocab_size, 21)};
+    const std::vector<int> continuation = {3, 1, 4, 1, 5, 9};
+    const std::size_t context = 21 + continuation.size();
+
+    // Alone: prefill (every row's logits), then one token at a time.
+    std::vector<std::vector<float>> alone(prompts.size());
+    loom::ThreadPool single(1);
+    for (std::size_t s = 0; s < prompts.size(); ++s) {
+        auto sequence = network.new_sequence(context);
+        xt::xtensor<float, 2> logits;
+        network.forward(prompts[s], sequence, LogitRows::all, logits, single);
+        alone[s].assign(logits.begin(), logits.end());
+        for (int token : continuation) {
+            network.forward(std::span<const int>(&token, 1), sequence, LogitRows::last, logits, single);
+            alone[s].insert(alone[s].end(), logits.begin(), logits.end());
+        }
+    }
+
+    // Together: sequence s joins at step s (its prefill runs beside the others' decoding),
+    // then all decode in one batch per step.
+    const std::size_t threads = GENERATE(1u, 3u);
+    loom::ThreadPool pool(threads);
+    std::vector<loom::models::SequenceState> sequences;
+    for (std::size_t s = 0; s < prompts.size(); ++s) sequences.push_back(network.new_sequence(context));
+    std::vector<std::vector<float>> together(prompts.size());
+    std::vector<std::size_t> decoded(prompts.size(), 0);
+    loom::models::ForwardScratch scratch;
+    xt::xtensor<float, 2> logits;
+    for (std::size_t step = 0; step < prompts.size() + continuation.size(); ++step) {
+        std::vector<BatchEntry> batch;
+        std::vector<std::size_t> members;
+        for (std::size_t s = 0; s < prompts.size() && s <= step; ++s) {
+            if (s == step) {
+                batch.push_back({prompts[s], &sequences[s], LogitRows::all});
+            } else if (decoded[s] < continuation.size()) {
+                batch.push_back({std::span<const int>(&continuation[decoded[s]++], 1), &sequences[s], LogitRows::last});
+            } else {
+                continue;
+            }
+            members.push_back(s);
+        }
+        network.forward(batch, scratch, logits, pool);
+        std::size_t row = 0;
+        for (std::size_t i = 0; i < members.size(); ++i) {
+            const std::size_t rows = batch[i].rows == LogitRows::all ? batch[i].tokens.size() : 1;
+            together[members[i]].insert(together[members[i]].end(), logits.begin() + row * spec.vocab_size,
+                                        logits.begin() + (row + rows) * spec.vocab_size);
+            row += rows;
+        }
+    }
+    for (std::size_t s = 0; s < prompts.size(); ++s) {
+        INFO(preset << ", sequence " << s << ", " << threads << " threads");
+        CHECK(same_bits(together[s], alone[s]));
+    }
+}
+
+TEST_CASE("model: a batch that names one sequence twice is refused", "[model][batch][errors]") {
+    const SyntheticModelSpec spec = small_spec("tiny-llama", loom::DType::f32);
+    const auto model = loom::models::load_model_from_memory(
+        loom::models::synthetic_config_json(spec),
+        loom::io::TensorStore::from_bytes(loom::io::serialize_safetensors(loom::models::synthetic_tensors(spec)), "memory"));
+    auto sequence = model.network->new_sequence(8);
+    const std::vector<int> tokens = {1, 2};
+    const loom::models::BatchEntry twice[] = {{tokens, &sequence, LogitRows::last}, {tokens, &sequence, LogitRows::last}};
+    loom::models::ForwardScratch scratch;
+    xt::xtensor<float, 2> logits;
+    loom::ThreadPool pool(1);
+    CHECK_THROWS_WITH(model.network->forward(twice, scratch, logits, pool),
+                      Catch::Contains("a sequence can appear only once in a batch"));
+    CHECK(sequence.position() == 0);
+}

@@ -53,6 +53,10 @@ class ThreadPool {
 public:
     explicit ThreadPool(std::size_t thread_count = 1) {
         if (thread_count == 0) throw argument_error("thread count must be at least 1");
+        // More threads than cores: a spinning thread would hold the core that the thread it
+        // waits for needs, so hand off through the futex at once.
+        const std::size_t cores = std::thread::hardware_concurrency();
+        if (cores != 0 && thread_count > cores) spin_budget_ = std::chrono::microseconds(0);
         workers_.reserve(thread_count - 1);
         for (std::size_t index = 1; index < thread_count; ++index) {
             workers_.emplace_back([this, index] { worker_loop(index); });
@@ -102,7 +106,6 @@ public:
     }
 
 private:
-    static constexpr std::chrono::microseconds spin_budget{100};
 
     void run_chunk(std::size_t chunk) noexcept {
         const std::size_t begin = task_count_ * chunk / active_chunks_;
@@ -117,7 +120,7 @@ private:
 
     void wait_for_workers() {
         auto done = [this] { return pending_.load(std::memory_order_acquire) == 0; };
-        if (detail::spin_until(done, spin_budget)) return;
+        if (detail::spin_until(done, spin_budget_)) return;
         for (std::uint32_t left = pending_.load(); left != 0; left = pending_.load()) pending_.wait(left);
     }
 
@@ -125,7 +128,7 @@ private:
         std::uint32_t seen = 0;
         for (;;) {
             auto published = [&] { return generation_.load(std::memory_order_acquire) != seen; };
-            if (!detail::spin_until(published, spin_budget)) generation_.wait(seen);
+            if (!detail::spin_until(published, spin_budget_)) generation_.wait(seen);
             seen = generation_.load();
             if (stopping_.load()) return;
             if (index < active_chunks_) run_chunk(index);
@@ -133,6 +136,7 @@ private:
         }
     }
 
+    std::chrono::microseconds spin_budget_{100};
     std::vector<std::thread> workers_;
     std::mutex call_mutex_;
     std::mutex error_mutex_;
