@@ -30,32 +30,35 @@ struct AttentionSequence {
     const float* queries;        // [tokens, query_heads, head_dim], positions first_position ...
     std::size_t tokens;
     std::size_t first_position;
-    const float* keys;           // [kv_heads, head_dim, capacity], filled up to the last query's position
+    const float* keys;           // [kv_heads, key_blocks, head_dim, 16], filled up to the last query's position
     const float* values;         // [capacity, kv_heads, head_dim]
-    std::size_t capacity;
+    std::size_t key_blocks;      // blocks of 16 positions per head
     float* out;                  // [tokens, query_heads, head_dim]
 };
 
 namespace detail {
 
-// scores[k] = (q . key(first_key + k)) * scale for k < count; keys: [head_dim, capacity].
-inline void attention_scores(const float* query, const float* keys, std::size_t capacity, std::size_t head_dim,
-                             std::size_t first_key, std::size_t count, float scale, float* scores) noexcept {
-    for (std::size_t k = 0; k < count; k += reduction_lanes) {
+// scores[k] = (q . key(first_key + k)) * scale for k < count; keys: one head's
+// [blocks, head_dim, 16]. Positions of a block before first_key are computed and dropped.
+inline void attention_scores(const float* query, const float* keys, std::size_t head_dim, std::size_t first_key,
+                             std::size_t count, float scale, float* scores) noexcept {
+    const simd::Floats scale_lanes = simd::broadcast(scale);
+    const std::size_t end = first_key + count;
+    for (std::size_t block_start = first_key - first_key % reduction_lanes; block_start < end;
+         block_start += reduction_lanes) {
+        const float* block = keys + (block_start / reduction_lanes) * head_dim * reduction_lanes;
         simd::Lanes16 sums = simd::zero16();
-        const float* column = keys + first_key + k;
         for (std::size_t d = 0; d < head_dim; ++d) {
             const simd::Floats q = simd::broadcast(query[d]);
-            const float* row = column + d * capacity;
             LOOM_UNROLL for (std::size_t p = 0; p < simd::parts; ++p) {
-                sums.part[p] = sums.part[p] + q * simd::load(row + p * simd::width);
+                sums.part[p] = sums.part[p] + q * simd::load(block + d * reduction_lanes + p * simd::width);
             }
         }
-        const simd::Floats scale_lanes = simd::broadcast(scale);
         LOOM_UNROLL for (std::size_t p = 0; p < simd::parts; ++p) sums.part[p] = sums.part[p] * scale_lanes;
-        alignas(64) float block[reduction_lanes];
-        simd::store16(block, sums);
-        std::copy(block, block + std::min(reduction_lanes, count - k), scores + k);
+        alignas(64) float lanes[reduction_lanes];
+        simd::store16(lanes, sums);
+        const std::size_t first = std::max(block_start, first_key), last = std::min(block_start + reduction_lanes, end);
+        std::copy(lanes + (first - block_start), lanes + (last - block_start), scores + (first - first_key));
     }
 }
 
@@ -118,9 +121,9 @@ inline void causal_attention(std::span<const AttentionSequence> sequences, const
             const std::size_t first_key =
                 shape.sliding_window && position + 1 > shape.sliding_window ? position + 1 - shape.sliding_window : 0;
             const std::size_t key_count = position + 1 - first_key;
-            scores.resize(key_count + reduction_lanes);
+            scores.resize(key_count);
             detail::attention_scores(sequence->queries + local * head_dim,
-                                     sequence->keys + kv_head * head_dim * sequence->capacity, sequence->capacity,
+                                     sequence->keys + kv_head * sequence->key_blocks * head_dim * reduction_lanes,
                                      head_dim, first_key, key_count, scale, scores.data());
             softmax(scores.data(), key_count);
             detail::weighted_values(scores.data(), key_count,

@@ -15,6 +15,8 @@
 
 namespace loom::nn {
 
+static_assert(KVCache::key_block == kernels::reduction_lanes, "the attention kernel reads keys in blocks of 16 positions");
+
 struct AttentionScratch {
     std::vector<float> queries, keys, values, mixed;  // [rows, heads * head_dim] each
     std::vector<kernels::AttentionSequence> sequences;
@@ -57,7 +59,7 @@ struct Attention {
             cache.store(layer, cache.length(), sequence.tokens, scratch.keys.data() + sequence.first_row * kv_width,
                         scratch.values.data() + sequence.first_row * kv_width);
             scratch.sequences.push_back({scratch.queries.data() + sequence.first_row * q_width, sequence.tokens,
-                                         cache.length(), cache.keys(layer), cache.values(layer), cache.capacity(),
+                                         cache.length(), cache.keys(layer), cache.values(layer), cache.key_blocks(),
                                          scratch.mixed.data() + sequence.first_row * q_width});
         }
         kernels::causal_attention(scratch.sequences, shape, pool);

@@ -1,8 +1,9 @@
 #pragma once
 // Keys and values of every processed position, per layer, so each new token attends to
 // the past without recomputing it. Layout per layer, chosen for the attention kernel:
-//   keys   [kv_heads, head_dim, capacity]: transposed, so 16 positions' scores form one
-//          SIMD accumulator that sums over head_dim in plain order (no lane folding);
+//   keys   [kv_heads, capacity / 16, head_dim, 16]: blocks of 16 positions stored
+//          transposed, so 16 positions' scores form one SIMD accumulator that sums over
+//          head_dim in plain order (no lane folding), and a block is one contiguous read;
 //   values [capacity, kv_heads, head_dim]: one row per position, added up position by position.
 #include <algorithm>
 #include <cstddef>
@@ -28,9 +29,8 @@ public:
         }
         // Left uninitialised: positions are written before they are read, and untouched
         // pages of a large context are never committed by the operating system.
-        // Keys get one spare SIMD block: the kernel reads whole blocks of 16 positions.
         for (std::size_t layer = 0; layer < layers; ++layer) {
-            keys_[layer].reset(new float[capacity * row_size_ + key_padding]);
+            keys_[layer].reset(new float[key_blocks() * key_block_floats() * kv_heads_]);
             values_[layer].reset(new float[capacity * row_size_]);
         }
     }
@@ -54,16 +54,23 @@ public:
     // positions first_position ...
     void store(std::size_t layer, std::size_t first_position, std::size_t tokens, const float* keys,
                const float* values) noexcept {
-        float* transposed = keys_[layer].get();
         for (std::size_t t = 0; t < tokens; ++t) {
             const std::size_t position = first_position + t;
-            for (std::size_t i = 0; i < row_size_; ++i) transposed[i * capacity_ + position] = keys[t * row_size_ + i];
+            for (std::size_t h = 0; h < kv_heads_; ++h) {
+                float* block = keys_[layer].get() + (h * key_blocks() + position / key_block) * key_block_floats();
+                const float* key = keys + t * row_size_ + h * head_dim_;
+                for (std::size_t d = 0; d < head_dim_; ++d) block[d * key_block + position % key_block] = key[d];
+            }
         }
         std::copy(values, values + tokens * row_size_, values_[layer].get() + first_position * row_size_);
     }
 
-    // Keys: [kv_heads, head_dim, capacity] (row d of a head holds dimension d of every position).
+    // Keys: [kv_heads, capacity / 16, head_dim, 16] (positions rounded up to whole blocks;
+    // positions past length() hold garbage, read but never used by the kernel).
+    static constexpr std::size_t key_block = 16;
     const float* keys(std::size_t layer) const noexcept { return keys_[layer].get(); }
+    std::size_t key_blocks() const noexcept { return (capacity_ + key_block - 1) / key_block; }
+    std::size_t key_block_floats() const noexcept { return head_dim_ * key_block; }
     // Values: [capacity, kv_heads, head_dim].
     const float* values(std::size_t layer) const noexcept { return values_[layer].get(); }
 
@@ -77,8 +84,6 @@ public:
     std::size_t bytes() const noexcept { return 2 * keys_.size() * capacity_ * row_size_ * sizeof(float); }
 
 private:
-    static constexpr std::size_t key_padding = 16;
-
     std::size_t capacity_ = 0;
     std::size_t length_ = 0;
     std::size_t kv_heads_ = 0;
