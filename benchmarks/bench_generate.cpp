@@ -190,18 +190,24 @@ void write_checkpoint(const std::filesystem::path& folder, const loom::models::S
     }
 }
 
-// Best-of-N streaming read speed in GB/s, each thread reading its own contiguous part.
-// The loop sums 64-bit integers: integer adds may be reordered, so it is vectorised and
-// memory-bound; a float sum would stay one serial chain of adds without -ffast-math.
-double read_bandwidth_gb_per_s(const std::vector<std::uint64_t>& words, std::size_t threads) {
+// Best-of-N streaming read speed in GB/s, each thread reading its own contiguous part as
+// `streams` sequential streams side by side (one core keeps more reads in flight from
+// several streams; Loom's decode reads four). The loop sums 64-bit integers: integer adds
+// may be reordered, so it is vectorised and memory-bound; a float sum would stay one
+// serial chain of adds without -ffast-math.
+double read_bandwidth_gb_per_s(const std::vector<std::uint64_t>& words, std::size_t threads, std::size_t streams) {
     loom::ThreadPool pool(threads);
     std::atomic<std::uint64_t> sink{0};  // keeps the sums, hence the reads, alive
     double best_seconds = std::numeric_limits<double>::infinity();
     for (int repeat = 0; repeat < bandwidth_repeats; ++repeat) {
         const auto start = std::chrono::steady_clock::now();
         pool.parallel_for(words.size(), [&](std::size_t begin, std::size_t end) {
+            const std::size_t part = (end - begin) / streams;
             std::uint64_t sum = 0;
-            for (std::size_t i = begin; i < end; ++i) sum += words[i];
+            for (std::size_t i = begin; i < begin + part; ++i) {
+                for (std::size_t stream = 0; stream < streams; ++stream) sum += words[i + stream * part];
+            }
+            for (std::size_t i = begin + part * streams; i < end; ++i) sum += words[i];
             sink += sum;
         });
         best_seconds = std::min(best_seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
@@ -324,9 +330,14 @@ int run(const Options& options, int argc, char** argv) {
         std::vector<std::uint64_t> words((options.bandwidth_mib << 20) / sizeof(std::uint64_t));
         std::iota(words.begin(), words.end(), std::uint64_t(1));
         for (const std::size_t threads : options.threads) {
-            bandwidth.push_back(read_bandwidth_gb_per_s(words, threads));
-            std::printf("memory read bandwidth, %s: %.1f GB/s (%zu MiB buffer, best of %d)\n",
-                        threads_label(threads).c_str(), bandwidth.back(), options.bandwidth_mib, bandwidth_repeats);
+            // The bound uses the faster way of reading, so it is never flattering.
+            const double one_stream = read_bandwidth_gb_per_s(words, threads, 1);
+            const double four_streams = read_bandwidth_gb_per_s(words, threads, 4);
+            bandwidth.push_back(std::max(one_stream, four_streams));
+            std::printf("memory read bandwidth, %s: %.1f GB/s with one stream per thread, %.1f GB/s with four "
+                        "(%zu MiB buffer, best of %d)\n",
+                        threads_label(threads).c_str(), one_stream, four_streams, options.bandwidth_mib,
+                        bandwidth_repeats);
         }
     }  // freed before any peak-RSS measurement
 
@@ -378,7 +389,7 @@ int run(const Options& options, int argc, char** argv) {
             }
         }
     }
-    std::printf("\nbound tok/s: memory read bandwidth at that thread count / weight bytes per token "
+    std::printf("\nbound tok/s: the faster memory read bandwidth at that thread count / weight bytes per token "
                 "(the KV cache's reads are left out); of bound: decode tok/s / bound tok/s.\n");
     return 0;
 }
