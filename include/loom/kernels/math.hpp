@@ -4,9 +4,17 @@
 // These use only IEEE basic operations (+ - * / and exact bit manipulation) in double,
 // which every target rounds identically when FMA contraction is off
 // (-ffp-contract=off), so the same input gives the same bits everywhere.
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+
+#include "loom/kernels/simd.hpp"
+
+#if defined(LOOM_SIMD_XSIMD) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#define LOOM_EXP_X86 1
+#endif
 
 namespace loom::kernels {
 
@@ -34,6 +42,32 @@ inline double power_of_two(int n) noexcept {
     return bits_to_double(std::uint64_t(n + 1023) << 52);
 }
 
+// e^x = 2^n * e^r with n = round(x / ln 2) and r = x - n ln 2, |r| <= 0.347. The steps
+// below are templates so that the scalar exp_f64 and the SIMD exp over double lanes run
+// the very same IEEE operations on the very same constants.
+inline constexpr double log2e = 1.4426950408889634074;
+// ln 2 split so that n * ln2_high is exact for |n| < 2^20 (ln2_high has 32 bits).
+inline constexpr double ln2_high = 6.93147180369123816490e-01;
+inline constexpr double ln2_low = 1.90821492927058770002e-10;
+
+template <class Real>
+inline Real exp_remainder(const Real& x, const Real& n) noexcept {
+    return (x - n * ln2_high) - n * ln2_low;
+}
+
+// Taylor series of e^r to degree 13: truncation error < 0.347^14/14! ~ 4e-18.
+template <class Real>
+inline Real exp_taylor(const Real& r) noexcept {
+    constexpr double inverse_factorials[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
+                                             1.0 / 362880.0,    1.0 / 40320.0,    1.0 / 5040.0,
+                                             1.0 / 720.0,       1.0 / 120.0,      1.0 / 24.0,
+                                             1.0 / 6.0,         0.5,              1.0,
+                                             1.0};
+    Real sum(1.0 / 6227020800.0);  // 1/13!
+    for (double coefficient : inverse_factorials) sum = sum * r + Real(coefficient);
+    return sum;
+}
+
 }  // namespace detail
 
 // e^x in double; relative error about 2e-16 on the whole range.
@@ -41,20 +75,8 @@ inline double exp_f64(double x) noexcept {
     if (x != x) return x;
     if (x > 709.78) return std::numeric_limits<double>::infinity();
     if (x < -745.2) return 0.0;
-    constexpr double log2e = 1.4426950408889634074;
-    // ln 2 split so that n * ln2_high is exact for |n| < 2^20 (ln2_high has 32 bits).
-    constexpr double ln2_high = 6.93147180369123816490e-01;
-    constexpr double ln2_low = 1.90821492927058770002e-10;
-    const double n = detail::round_to_integer(x * log2e);
-    const double r = (x - n * ln2_high) - n * ln2_low;  // |r| <= 0.347
-    // Taylor series of e^r to degree 13: truncation error < 0.347^14/14! ~ 4e-18.
-    double sum = 1.0 / 6227020800.0;  // 1/13!
-    constexpr double inverse_factorials[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
-                                             1.0 / 362880.0,    1.0 / 40320.0,    1.0 / 5040.0,
-                                             1.0 / 720.0,       1.0 / 120.0,      1.0 / 24.0,
-                                             1.0 / 6.0,         0.5,              1.0,
-                                             1.0};
-    for (double coefficient : inverse_factorials) sum = sum * r + coefficient;
+    const double n = detail::round_to_integer(x * detail::log2e);
+    const double sum = detail::exp_taylor(detail::exp_remainder(x, n));
     const int exponent = int(n);
     // Split the scaling so that results in the subnormal range are still produced.
     if (exponent < -1000) return sum * detail::power_of_two(exponent + 1000) * detail::power_of_two(-1000);
@@ -62,8 +84,133 @@ inline double exp_f64(double x) noexcept {
     return sum * detail::power_of_two(exponent);
 }
 
-// e^x in float: the double result rounded once, so within 1 ulp (almost always correctly rounded).
-inline float exp_f32(float x) noexcept { return float(exp_f64(double(x))); }
+// e^x in float: the double result rounded once, so within 1 ulp (almost always correctly
+// rounded). A NaN comes back as it is, bit for bit, without a round trip through double.
+inline float exp_f32(float x) noexcept {
+    if (x != x) return x;
+    return float(exp_f64(double(x)));
+}
+
+// The array exp below runs exp_f32 on SIMD lanes: floats widened to double lanes go
+// through exp_f64's own steps. It needs double lanes: x86 (SSE2 and up) and ARM64 have
+// them. On x86 the float <-> double conversions use intrinsics, chosen by the register
+// width xsimd picked; elsewhere xsimd converts through memory.
+#if defined(LOOM_SIMD_XSIMD) && (defined(LOOM_EXP_X86) || XSIMD_WITH_NEON64)
+#define LOOM_SIMD_EXP_IN_DOUBLES 1
+namespace detail {
+
+using Doubles = xsimd::batch<double>;
+static_assert(simd::width == 2 * Doubles::size, "a float register widens to two double registers");
+
+// The low and high halves of a float register, widened exactly.
+inline void widen(const simd::Floats& x, Doubles& low, Doubles& high) noexcept {
+#if defined(LOOM_EXP_X86) && XSIMD_WITH_AVX512F
+    const __m512 v = x;
+    low = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    high = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+#elif defined(LOOM_EXP_X86) && XSIMD_WITH_AVX
+    const __m256 v = x;
+    low = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+    high = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+#elif defined(LOOM_EXP_X86)
+    const __m128 v = x;
+    low = _mm_cvtps_pd(v);
+    high = _mm_cvtps_pd(_mm_movehl_ps(v, v));
+#else
+    alignas(64) float lanes[simd::width];
+    x.store_aligned(lanes);
+    low = Doubles::load_unaligned(lanes);
+    high = Doubles::load_unaligned(lanes + Doubles::size);
+#endif
+}
+
+// Each lane rounded to float once (to nearest even, as float(double) does), low half first.
+inline simd::Floats narrow(const Doubles& low, const Doubles& high) noexcept {
+#if defined(LOOM_EXP_X86) && XSIMD_WITH_AVX512F
+    const __m512d joined = _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(_mm512_cvtpd_ps(low))),
+                                              _mm256_castps_pd(_mm512_cvtpd_ps(high)), 1);
+    return _mm512_castpd_ps(joined);
+#elif defined(LOOM_EXP_X86) && XSIMD_WITH_AVX
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(low)), _mm256_cvtpd_ps(high), 1);
+#elif defined(LOOM_EXP_X86)
+    return _mm_movelh_ps(_mm_cvtpd_ps(low), _mm_cvtpd_ps(high));
+#else
+    alignas(64) float lanes[simd::width];
+    low.store_unaligned(lanes);
+    high.store_unaligned(lanes + Doubles::size);
+    return simd::Floats::load_aligned(lanes);
+#endif
+}
+
+// What double(std::int64_t(x)) gives for |x| < 2^51: truncation toward zero, and +0.0
+// rather than -0.0 for -1 < x < 0. Only exact operations, so every architecture agrees.
+inline Doubles truncate_toward_zero(const Doubles& x) noexcept {
+    const Doubles two_to_52(4503599627370496.0);
+    const Doubles magnitude = xsimd::abs(x);
+    const Doubles nearest = (magnitude + two_to_52) - two_to_52;  // |x| rounded to an integer
+    const Doubles floor = xsimd::select(nearest > magnitude, nearest - Doubles(1.0), nearest);
+    return xsimd::select(x < Doubles(0.0), Doubles(0.0) - floor, floor);
+}
+
+// The scalar round_to_integer: x + 0.5 or x - 0.5 (rounded), then truncated.
+inline Doubles round_to_integer(const Doubles& x) noexcept {
+    const Doubles half = xsimd::select(x >= Doubles(0.0), Doubles(0.5), Doubles(-0.5));
+    return truncate_toward_zero(x + half);
+}
+
+// 2^n for integer-valued n in [-1022, 1023]: adding 2^52 + 1023 puts n + 1023 in the low
+// mantissa bits, and shifting them up into the exponent field drops everything else.
+inline Doubles power_of_two(const Doubles& n) noexcept {
+    const Doubles biased = n + Doubles(4503599627370496.0 + 1023.0);
+    return xsimd::bitwise_cast<Doubles>(xsimd::bitwise_cast<xsimd::batch<std::uint64_t>>(biased) << 52);
+}
+
+// exp_f32 gives +0.0f for every float below -104 (e^-104 < 2^-150, half the smallest
+// subnormal) and +inf for every float above 89 (e^89 > FLT_MAX). Clamping there changes no
+// float result (checked for every float) and keeps n in [-150, 129], where exp_f64 scales
+// by 2^n in one step and the product is exact in double.
+inline constexpr double exp_f32_lowest = -104.0;
+inline constexpr double exp_f32_highest = 89.0;
+
+// exp_f64 of non-NaN widened floats, for the lanes exp_f32 rounds to a float.
+inline Doubles exp_of_widened_floats(const Doubles& x) noexcept {
+    const Doubles clamped = xsimd::min(xsimd::max(x, Doubles(exp_f32_lowest)), Doubles(exp_f32_highest));
+    const Doubles n = round_to_integer(clamped * Doubles(log2e));
+    return exp_taylor(exp_remainder(clamped, n)) * power_of_two(n);
+}
+
+inline simd::Floats exp_of_floats(const simd::Floats& x) noexcept {
+    Doubles low, high;
+    widen(x, low, high);
+    const simd::Floats result = narrow(exp_of_widened_floats(low), exp_of_widened_floats(high));
+    // NaN lanes get the input back, as exp_f32 does. (x == x, not x != x: xsimd 8.1 compiles
+    // != to an ordered compare on AVX, which is false for NaN.)
+    return xsimd::select(x == x, result, x);
+}
+
+}  // namespace detail
+#endif
+
+// exp_f32 of every lane of a SIMD register, bit for bit.
+inline simd::Floats exp_f32_lanes(const simd::Floats& x) noexcept {
+#if defined(LOOM_SIMD_EXP_IN_DOUBLES)
+    return detail::exp_of_floats(x);
+#elif defined(LOOM_SIMD_XSIMD)
+    alignas(64) float lanes[simd::width];
+    simd::store(lanes, x);
+    for (float& lane : lanes) lane = exp_f32(lane);
+    return simd::load(lanes);
+#else
+    return exp_f32(x);
+#endif
+}
+
+// out[i] = exp_f32(in[i]), bit for bit. `in` and `out` are the same array or do not overlap.
+inline void exp_f32(const float* in, float* out, std::size_t n) noexcept {
+    std::size_t i = 0;
+    for (; i + simd::width <= n; i += simd::width) simd::store(out + i, exp_f32_lanes(simd::load(in + i)));
+    for (; i < n; ++i) out[i] = exp_f32(in[i]);
+}
 
 // Natural logarithm in double for finite x > 0; NaN for x < 0, -inf for 0.
 inline double log_f64(double x) noexcept {

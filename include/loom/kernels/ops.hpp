@@ -1,36 +1,115 @@
 #pragma once
 // Element-wise and row-wise kernels of the forward pass. Reductions use the fixed lane
 // order of reduce.hpp and transcendental functions come from math.hpp, so the same input
-// gives the same bits on every target.
+// gives the same bits on every target. The SIMD loops run the same IEEE operation on each
+// element as a plain loop would (no FMA, no reciprocal in place of a division), so their
+// results equal the scalar formulas given in each comment bit for bit.
 #include <cmath>
 #include <cstddef>
 
+#include "loom/core/dtype.hpp"
 #include "loom/core/tensor.hpp"
 #include "loom/kernels/math.hpp"
 #include "loom/kernels/reduce.hpp"
+#include "loom/kernels/simd.hpp"
 
 namespace loom::kernels {
 
+namespace detail {
+
+// `candidate > current ? candidate : current`: a NaN candidate never wins, and a NaN
+// current value is never replaced.
+inline float larger(float candidate, float current) noexcept { return candidate > current ? candidate : current; }
+
+#if defined(LOOM_SIMD_XSIMD)
+inline simd::Floats larger(const simd::Floats& candidate, const simd::Floats& current) noexcept {
+    return xsimd::select(candidate > current, candidate, current);
+}
+#endif
+
+// The maximum the scalar loop `m = values[0]; m = larger(values[i], m)` finds: NaN if
+// values[0] is NaN, else the largest non-NaN value. Lanes that all start at values[0]
+// find the same value. Only a zero maximum can differ, and only in sign (ties keep the
+// first zero a lane saw); softmax cannot tell: v - (+0) and v - (-0) differ only for a
+// zero v, and only in the sign of a zero that exp maps to 1 either way.
+inline float maximum(const float* values, std::size_t n) noexcept {
+    simd::Floats lanes = simd::broadcast(values[0]);
+    std::size_t i = 0;
+    for (; i + simd::width <= n; i += simd::width) lanes = larger(simd::load(values + i), lanes);
+    float lane_values[simd::width];
+    simd::store(lane_values, lanes);
+    float result = values[0];
+    for (float lane : lane_values) result = larger(lane, result);
+    for (; i < n; ++i) result = larger(values[i], result);
+    return result;
+}
+
+// values[i] = exp_f32(values[i] - subtrahend)
+inline void exp_of_difference(float* values, float subtrahend, std::size_t n) noexcept {
+    const simd::Floats broadcast = simd::broadcast(subtrahend);
+    std::size_t i = 0;
+    for (; i + simd::width <= n; i += simd::width) {
+        simd::store(values + i, exp_f32_lanes(simd::load(values + i) - broadcast));
+    }
+    for (; i < n; ++i) values[i] = exp_f32(values[i] - subtrahend);
+}
+
+// values[i] = values[i] / divisor (a true division: a reciprocal would round differently)
+inline void divide_in_place(float* values, float divisor, std::size_t n) noexcept {
+    const simd::Floats broadcast = simd::broadcast(divisor);
+    std::size_t i = 0;
+    for (; i + simd::width <= n; i += simd::width) simd::store(values + i, simd::load(values + i) / broadcast);
+    for (; i < n; ++i) values[i] = values[i] / divisor;
+}
+
+// out[i] = weight[i] * (x[i] * inverse_rms), the weight stored as `dtype`.
+template <DType dtype>
+inline void scale_by_weight(const float* x, const std::byte* weight, float inverse_rms, float* out,
+                            std::size_t n) noexcept {
+    const simd::Floats scale = simd::broadcast(inverse_rms);
+    std::size_t i = 0;
+    for (; i + reduction_lanes <= n; i += reduction_lanes) {
+        const simd::Lanes16 w = simd::load16_weights<dtype>(weight + i * dtype_size(dtype));
+        simd::Lanes16 values = simd::load16(x + i);
+        for (std::size_t p = 0; p < simd::parts; ++p) values.part[p] = w.part[p] * (values.part[p] * scale);
+        simd::store16(out + i, values);
+    }
+    for (; i < n; ++i) out[i] = load_as_f32(weight, dtype, i) * (x[i] * inverse_rms);
+}
+
+}  // namespace detail
+
 // out = weight * (x / sqrt(mean(x^2) + eps)) over one row of `dim` (Hugging Face's
-// LlamaRMSNorm: normalise first, then scale by the weight).
+// LlamaRMSNorm: normalise first, then scale by the weight):
+// out[i] = weight.at(i) * (x[i] * inverse_rms).
 inline void rmsnorm(const float* x, const TensorView& weight, float eps, float* out, std::size_t dim) noexcept {
     const float mean_square = sum_of_squares(x, dim) / float(dim);
     const float inverse_rms = 1.0f / std::sqrt(mean_square + eps);  // sqrt is exactly rounded on every target
-    for (std::size_t i = 0; i < dim; ++i) out[i] = weight.at(i) * (x[i] * inverse_rms);
+    switch (weight.dtype) {
+        case DType::f32: return detail::scale_by_weight<DType::f32>(x, weight.data, inverse_rms, out, dim);
+        case DType::bf16: return detail::scale_by_weight<DType::bf16>(x, weight.data, inverse_rms, out, dim);
+        case DType::f16: return detail::scale_by_weight<DType::f16>(x, weight.data, inverse_rms, out, dim);
+    }
 }
 
-// In-place softmax over n values.
+// In-place softmax over n values: values[i] = exp_f32(values[i] - max) / sum(...), the
+// sum in reduce.hpp's fixed order.
 inline void softmax(float* values, std::size_t n) noexcept {
-    float maximum = values[0];
-    for (std::size_t i = 1; i < n; ++i) maximum = values[i] > maximum ? values[i] : maximum;
-    for (std::size_t i = 0; i < n; ++i) values[i] = exp_f32(values[i] - maximum);
-    const float total = sum(values, n);
-    for (std::size_t i = 0; i < n; ++i) values[i] = values[i] / total;
+    if (n == 0) return;
+    detail::exp_of_difference(values, detail::maximum(values, n), n);
+    detail::divide_in_place(values, sum(values, n), n);
 }
 
 // gate[i] = silu(gate[i]) * up[i], with silu(x) = x * (1 / (1 + e^-x)) as PyTorch computes it.
 inline void silu_multiply(float* gate, const float* up, std::size_t n) noexcept {
-    for (std::size_t i = 0; i < n; ++i) {
+    const simd::Floats one = simd::broadcast(1.0f);
+    std::size_t i = 0;
+    for (; i + simd::width <= n; i += simd::width) {
+        const simd::Floats x = simd::load(gate + i);
+        const simd::Floats sigmoid = one / (one + exp_f32_lanes(-x));
+        simd::store(gate + i, (x * sigmoid) * simd::load(up + i));
+    }
+    for (; i < n; ++i) {
         const float sigmoid = 1.0f / (1.0f + exp_f32(-gate[i]));
         gate[i] = (gate[i] * sigmoid) * up[i];
     }
@@ -38,7 +117,9 @@ inline void silu_multiply(float* gate, const float* up, std::size_t n) noexcept 
 
 // x += y
 inline void add_in_place(float* x, const float* y, std::size_t n) noexcept {
-    for (std::size_t i = 0; i < n; ++i) x[i] = x[i] + y[i];
+    std::size_t i = 0;
+    for (; i + simd::width <= n; i += simd::width) simd::store(x + i, simd::load(x + i) + simd::load(y + i));
+    for (; i < n; ++i) x[i] = x[i] + y[i];
 }
 
 }  // namespace loom::kernels
