@@ -202,10 +202,13 @@ double read_bandwidth_gb_per_s(const std::vector<std::uint64_t>& words, std::siz
     for (int repeat = 0; repeat < bandwidth_repeats; ++repeat) {
         const auto start = std::chrono::steady_clock::now();
         pool.parallel_for(words.size(), [&](std::size_t begin, std::size_t end) {
-            const std::size_t part = (end - begin) / streams;
+            constexpr std::size_t line = 8;  // 64-bit words per cache line: one vector per stream and step
+            const std::size_t part = (end - begin) / streams / line * line;
             std::uint64_t sum = 0;
-            for (std::size_t i = begin; i < begin + part; ++i) {
-                for (std::size_t stream = 0; stream < streams; ++stream) sum += words[i + stream * part];
+            for (std::size_t i = begin; i < begin + part; i += line) {
+                for (std::size_t stream = 0; stream < streams; ++stream) {
+                    for (std::size_t j = 0; j < line; ++j) sum += words[i + stream * part + j];
+                }
             }
             for (std::size_t i = begin + part * streams; i < end; ++i) sum += words[i];
             sink += sum;
@@ -246,6 +249,11 @@ LoomRun run_loom(const std::filesystem::path& folder, const std::vector<int>& pr
     run.weight_bytes_per_token = weight_bytes_per_token(model.network->weights());
     loom::ThreadPool pool(threads);
     loom::generate::GenerateOptions options;
+    // A short warm-up run first, as llama-bench does: thread start-up and first-touch page
+    // faults of the scratch buffers are not what prefill and decode speeds measure.
+    options.max_tokens = 2;
+    loom::generate::generate(*model.network, std::vector<int>(prompt.begin(), prompt.begin() + std::min<std::size_t>(prompt.size(), 16)),
+                             options, pool);
     options.max_tokens = new_tokens;  // no EOS: always the full count
     run.timings = loom::generate::generate(*model.network, prompt, options, pool).timings;
     run.peak_rss_mib = peak_rss_mib();

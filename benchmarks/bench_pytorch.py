@@ -218,6 +218,7 @@ def main(argv=None):
         except (ref.ReferenceError, BenchError, OSError) as failure:
             sys.stderr.write("%s: error: %s\n" % (PROG, str(failure).replace("\n", " ")))
             return 2
+        run(ref, torch, model, prompt[:16], 2)  # warm-up, as the Loom side and llama-bench do
         result.update(run(ref, torch, model, prompt, args.new_tokens))
     print(json.dumps(result))
     return 0

@@ -44,7 +44,13 @@ public:
         }
         size_ = std::size_t(info.st_size);
         if (size_ > 0) {
-            void* address = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+            // Populated at once: the first forward pass would otherwise take one page fault
+            // per 4 KiB of weights (about a third of a small model's first prefill).
+            int flags = MAP_PRIVATE;
+#if defined(MAP_POPULATE)
+            flags |= MAP_POPULATE;
+#endif
+            void* address = ::mmap(nullptr, size_, PROT_READ, flags, fd, 0);
             if (address == MAP_FAILED) {
                 ::close(fd);
                 throw_os_error("cannot memory-map");
