@@ -4,14 +4,20 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <random>
 #include <string>
+#include <vector>
 
 #include <sys/wait.h>  // WIFEXITED, WEXITSTATUS
 #include <unistd.h>    // getpid
+
+#include "loom/core/dtype.hpp"
 
 // A reference a test compares against (PyTorch, node and the npm packages, SentencePiece's
 // tools, Debian's Unicode data) is missing: a warning on a developer's machine, a failure
@@ -64,6 +70,20 @@ std::string message_of(Action&& action) {
     }
     FAIL("expected an exception, none was thrown");
     return {};
+}
+
+// values stored as `dtype` (f32 as is, bf16/f16 rounded to nearest even), as a checkpoint holds them.
+inline std::vector<std::byte> encode_weights(const std::vector<float>& values, DType dtype) {
+    std::vector<std::byte> bytes(values.size() * dtype_size(dtype));
+    for (std::size_t i = 0; i < values.size(); ++i) {
+        if (dtype == DType::f32) {
+            std::memcpy(bytes.data() + 4 * i, &values[i], 4);
+        } else {
+            const std::uint16_t half = dtype == DType::bf16 ? f32_to_bf16(values[i]) : f32_to_f16(values[i]);
+            std::memcpy(bytes.data() + 2 * i, &half, 2);
+        }
+    }
+    return bytes;
 }
 
 inline std::string source_path(const std::string& relative) { return std::string(LOOM_SOURCE_DIR) + "/" + relative; }

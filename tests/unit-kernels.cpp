@@ -17,6 +17,7 @@
 #include "loom/kernels/matmul.hpp"
 #include "loom/kernels/ops.hpp"
 #include "loom/kernels/reduce.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -34,19 +35,6 @@ std::vector<float> random_values(std::size_t count, std::uint64_t seed, double s
     std::vector<float> values(count);
     for (float& value : values) value = float((2.0 * random.uniform() - 1.0) * scale);
     return values;
-}
-
-std::vector<std::byte> encode(const std::vector<float>& values, loom::DType dtype) {
-    std::vector<std::byte> bytes(values.size() * loom::dtype_size(dtype));
-    for (std::size_t i = 0; i < values.size(); ++i) {
-        if (dtype == loom::DType::f32) {
-            std::memcpy(bytes.data() + 4 * i, &values[i], 4);
-        } else {
-            const std::uint16_t half = dtype == loom::DType::bf16 ? loom::f32_to_bf16(values[i]) : loom::f32_to_f16(values[i]);
-            std::memcpy(bytes.data() + 2 * i, &half, 2);
-        }
-    }
-    return bytes;
 }
 
 }  // namespace
@@ -106,8 +94,8 @@ TEST_CASE("kernels: matmul gives the same bits for any thread count and any numb
     const auto weights = random_values(out * in, 4);
     const auto bias_values = random_values(out, 5);
     for (loom::DType dtype : {loom::DType::f32, loom::DType::bf16, loom::DType::f16}) {
-        const auto weight_bytes = encode(weights, dtype);
-        const auto bias_bytes = encode(bias_values, dtype);
+        const auto weight_bytes = loom::testing::encode_weights(weights, dtype);
+        const auto bias_bytes = loom::testing::encode_weights(bias_values, dtype);
         const loom::TensorView weight{dtype, {out, in}, weight_bytes.data()};
         const loom::TensorView bias{dtype, {out}, bias_bytes.data()};
 

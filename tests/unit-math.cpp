@@ -16,6 +16,7 @@
 #include "loom/kernels/math.hpp"
 #include "loom/kernels/ops.hpp"
 #include "loom/kernels/reduce.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -170,19 +171,6 @@ std::vector<float> mixed_values(std::size_t count, std::uint32_t seed) {
         }
     }
     return values;
-}
-
-std::vector<std::byte> encode(const std::vector<float>& values, loom::DType dtype) {
-    std::vector<std::byte> bytes(values.size() * loom::dtype_size(dtype));
-    for (std::size_t i = 0; i < values.size(); ++i) {
-        if (dtype == loom::DType::f32) {
-            std::memcpy(bytes.data() + 4 * i, &values[i], 4);
-        } else {
-            const std::uint16_t half = dtype == loom::DType::bf16 ? loom::f32_to_bf16(values[i]) : loom::f32_to_f16(values[i]);
-            std::memcpy(bytes.data() + 2 * i, &half, 2);
-        }
-    }
-    return bytes;
 }
 
 // The scalar loops ops.hpp had before it was vectorised.
@@ -437,7 +425,7 @@ TEST_CASE("math: rmsnorm, softmax, silu_multiply and add_in_place give the bits 
         for (std::size_t i = 0; i < n; ++i) row[i] = std::fabs(x[i]) > 1e4f ? x[i] * 1e-28f : x[i];
         for (const auto& input : {row, x}) {
             for (loom::DType dtype : {loom::DType::f32, loom::DType::bf16, loom::DType::f16}) {
-                const auto weight_bytes = encode(y, dtype);
+                const auto weight_bytes = loom::testing::encode_weights(y, dtype);
                 const loom::TensorView weight{dtype, {n}, weight_bytes.data()};
                 std::vector<float> out(n), expected_out(n);
                 loom::kernels::rmsnorm(input.data(), weight, 1e-5f, out.data(), n);
