@@ -2,7 +2,8 @@
 // A persistent pool of worker threads. parallel_for splits an index range into one
 // contiguous chunk per thread; each output element is computed by exactly one thread
 // with the same arithmetic it would use alone, so results never depend on the thread
-// count (no split reductions, no atomics in the arithmetic).
+// count or on which thread ran which chunk (no split reductions, no atomics in the
+// arithmetic).
 //
 // A decoding step of a small model is a few hundred parallel_for calls of a few
 // microseconds each, so the hand-off must be cheap: workers spin on an atomic generation
@@ -59,7 +60,7 @@ public:
         if (cores != 0 && thread_count > cores) spin_budget_ = std::chrono::microseconds(0);
         workers_.reserve(thread_count - 1);
         for (std::size_t index = 1; index < thread_count; ++index) {
-            workers_.emplace_back([this, index] { worker_loop(index); });
+            workers_.emplace_back([this] { worker_loop(); });
         }
     }
 
@@ -75,9 +76,12 @@ public:
 
     std::size_t thread_count() const noexcept { return workers_.size() + 1; }
 
-    // Calls body(begin, end) on disjoint chunks covering [0, count); the calling thread
-    // takes chunk 0. Exceptions thrown by a chunk are rethrown here. Several threads may
-    // share one pool: their calls take turns.
+    // Calls body(begin, end) on disjoint chunks covering [0, count), one chunk per thread.
+    // Chunks are claimed, not assigned: a worker the operating system has not scheduled
+    // (another program on the core) leaves its chunk to whoever is free, usually the caller,
+    // instead of stalling the call. Which thread runs a chunk never changes its results.
+    // Exceptions thrown by a chunk are rethrown here. Several threads may share one pool:
+    // their calls take turns.
     template <typename Body>
     void parallel_for(std::size_t count, Body&& body) {
         const std::size_t threads = std::min(thread_count(), count);
@@ -91,25 +95,42 @@ public:
         task_invoke_ = [](void* context, std::size_t begin, std::size_t end) {
             (*static_cast<BodyType*>(context))(begin, end);
         };
-        task_count_ = count;
-        active_chunks_ = threads;
+        task_count_.store(count, std::memory_order_relaxed);
+        task_chunks_.store(std::uint32_t(threads), std::memory_order_relaxed);
         first_error_ = nullptr;
-        // Every worker acknowledges every task, even one with no chunk for it, so none can
-        // still be reading this task's parameters when the next call overwrites them.
-        pending_.store(std::uint32_t(workers_.size()));
-        generation_.fetch_add(1);  // publishes the task to the workers
+        done_.store(0, std::memory_order_relaxed);
+        const std::uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
+        next_chunk_.store(std::uint64_t(generation) << 32, std::memory_order_release);  // publishes the task
+        generation_.store(generation, std::memory_order_release);
         generation_.notify_all();
 
-        run_chunk(0);
-        wait_for_workers();
+        run_chunks(generation);
+        wait_until_done(std::uint32_t(threads));
         if (first_error_) std::rethrow_exception(first_error_);
     }
 
 private:
+    // Claims and runs chunks of task `generation` until none is left. The claim checks the
+    // generation and takes an index in one atomic step, so a late worker can never take a
+    // chunk of a later task by mistake.
+    void run_chunks(std::uint32_t generation) noexcept {
+        std::uint64_t next = next_chunk_.load(std::memory_order_acquire);
+        for (;;) {
+            if (std::uint32_t(next >> 32) != generation) return;
+            const std::uint32_t chunk = std::uint32_t(next);
+            const std::uint32_t chunks = task_chunks_.load(std::memory_order_relaxed);
+            if (chunk >= chunks) return;
+            if (!next_chunk_.compare_exchange_weak(next, next + 1, std::memory_order_acq_rel)) continue;
+            run_chunk(chunk, chunks);
+            if (done_.fetch_add(1) + 1 == chunks) done_.notify_one();
+            next = next_chunk_.load(std::memory_order_acquire);
+        }
+    }
 
-    void run_chunk(std::size_t chunk) noexcept {
-        const std::size_t begin = task_count_ * chunk / active_chunks_;
-        const std::size_t end = task_count_ * (chunk + 1) / active_chunks_;
+    void run_chunk(std::size_t chunk, std::size_t chunks) noexcept {
+        const std::size_t count = task_count_.load(std::memory_order_relaxed);
+        const std::size_t begin = count * chunk / chunks;
+        const std::size_t end = count * (chunk + 1) / chunks;
         try {
             if (begin < end) task_invoke_(task_context_, begin, end);
         } catch (...) {
@@ -118,21 +139,20 @@ private:
         }
     }
 
-    void wait_for_workers() {
-        auto done = [this] { return pending_.load(std::memory_order_acquire) == 0; };
+    void wait_until_done(std::uint32_t chunks) {
+        auto done = [&] { return done_.load(std::memory_order_acquire) == chunks; };
         if (detail::spin_until(done, spin_budget_)) return;
-        for (std::uint32_t left = pending_.load(); left != 0; left = pending_.load()) pending_.wait(left);
+        for (std::uint32_t finished = done_.load(); finished != chunks; finished = done_.load()) done_.wait(finished);
     }
 
-    void worker_loop(std::size_t index) {
+    void worker_loop() {
         std::uint32_t seen = 0;
         for (;;) {
             auto published = [&] { return generation_.load(std::memory_order_acquire) != seen; };
             if (!detail::spin_until(published, spin_budget_)) generation_.wait(seen);
             seen = generation_.load();
             if (stopping_.load()) return;
-            if (index < active_chunks_) run_chunk(index);
-            if (pending_.fetch_sub(1) == 1) pending_.notify_one();
+            run_chunks(seen);
         }
     }
 
@@ -142,13 +162,14 @@ private:
     std::mutex error_mutex_;
     // 32-bit: the width a futex waits on directly.
     std::atomic<std::uint32_t> generation_{0};
-    std::atomic<std::uint32_t> pending_{0};
+    std::atomic<std::uint32_t> done_{0};
+    std::atomic<std::uint64_t> next_chunk_{0};  // generation << 32 | next chunk index
+    std::atomic<std::size_t> task_count_{0};
+    std::atomic<std::uint32_t> task_chunks_{0};
     std::atomic<bool> stopping_{false};
-    // Written by the caller before generation_ is bumped, read by workers after they see it.
+    // Written by the caller before next_chunk_ publishes the task, read after a claim.
     void* task_context_ = nullptr;
     void (*task_invoke_)(void*, std::size_t, std::size_t) = nullptr;
-    std::size_t task_count_ = 0;
-    std::size_t active_chunks_ = 0;
     std::exception_ptr first_error_;
 };
 
