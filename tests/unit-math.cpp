@@ -25,17 +25,9 @@ using loom::kernels::exp_f64;
 
 std::uint32_t bits_of(float value) { return loom::f32_to_bits(value); }
 
-std::uint64_t bits_of(double value) {
-    std::uint64_t bits;
-    std::memcpy(&bits, &value, sizeof bits);
-    return bits;
-}
+std::uint64_t bits_of(double value) { return loom::kernels::detail::double_to_bits(value); }
 
-double double_from_bits(std::uint64_t bits) {
-    double value;
-    std::memcpy(&value, &bits, sizeof value);
-    return value;
-}
+double double_from_bits(std::uint64_t bits) { return loom::kernels::detail::bits_to_double(bits); }
 
 // Same bits, or both NaN: NaN payloads are not part of the promise (WebAssembly does not
 // keep them, and a compiler may swap the operands of a commutative operation).

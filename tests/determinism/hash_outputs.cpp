@@ -305,17 +305,9 @@ void add_in_parts(Hashes& hashes, const std::string& name, const std::vector<T>&
     }
 }
 
-float float_from_bits(std::uint32_t bits) {
-    float value;
-    std::memcpy(&value, &bits, sizeof value);
-    return value;
-}
+float float_from_bits(std::uint32_t bits) { return loom::bits_to_f32(bits); }
 
-double double_from_bits(std::uint64_t bits) {
-    double value;
-    std::memcpy(&value, &bits, sizeof value);
-    return value;
-}
+double double_from_bits(std::uint64_t bits) { return loom::kernels::detail::bits_to_double(bits); }
 
 void hash_math(Hashes& hashes) {
     using namespace loom::kernels;
