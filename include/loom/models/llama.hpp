@@ -119,7 +119,7 @@ public:
         scratch.hidden.resize(count * hidden);
         scratch.normed.resize(count * hidden);
         scratch.branch.resize(count * hidden);
-        prepare_rows(entries, scratch);
+        prepare_rows(entries, count, scratch);
         float* x = scratch.hidden.data();
         auto tap = [&](auto&& stage, const float* data, std::size_t rows_recorded, std::size_t columns) {
             if (recorder) recorder->record(stage, data, rows_recorded, columns);
@@ -167,10 +167,8 @@ public:
 
 private:
     // Which rows belong to which cache, and the rotary angles of every row's position.
-    void prepare_rows(std::span<const BatchEntry> entries, ForwardScratch& scratch) const {
+    void prepare_rows(std::span<const BatchEntry> entries, std::size_t rows, ForwardScratch& scratch) const {
         const std::size_t half = rope_.half();
-        std::size_t rows = 0;
-        for (const BatchEntry& entry : entries) rows += entry.tokens.size();
         scratch.cosines.resize(rows * half);
         scratch.sines.resize(rows * half);
         scratch.batch.clear();

@@ -81,7 +81,9 @@ public:
         length_ = length;
     }
 
-    std::size_t bytes() const noexcept { return 2 * keys_.size() * capacity_ * row_size_ * sizeof(float); }
+    std::size_t bytes() const noexcept {
+        return keys_.size() * (key_blocks() * key_block_floats() * kv_heads_ + capacity_ * row_size_) * sizeof(float);
+    }
 
 private:
     std::size_t capacity_ = 0;

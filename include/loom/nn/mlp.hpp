@@ -23,13 +23,14 @@ struct SwiGLU {
         scratch.gate.resize(tokens * intermediate);
         scratch.up.resize(tokens * intermediate);
         float* gated = scratch.gate.data();
-        const float* up_out = scratch.up.data();
+        float* up_values = scratch.up.data();
         // Gate, up and the SiLU product in one pass: a thread owns the same columns of all three.
         kernels::for_column_blocks(pool, intermediate, [&](std::size_t begin, std::size_t end) {
             gate.forward_columns(x, tokens, gated, begin, end);
-            up.forward_columns(x, tokens, scratch.up.data(), begin, end);
+            up.forward_columns(x, tokens, up_values, begin, end);
             for (std::size_t t = 0; t < tokens; ++t) {
-                kernels::silu_multiply(gated + t * intermediate + begin, up_out + t * intermediate + begin, end - begin);
+                kernels::silu_multiply(gated + t * intermediate + begin, up_values + t * intermediate + begin,
+                                       end - begin);
             }
         });
         down.forward(gated, tokens, out, pool);
