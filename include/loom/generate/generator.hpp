@@ -101,7 +101,7 @@ inline GenerationResult generate(const models::Llama& model, std::span<const int
         }
         require_finite(logits, step);
         if (options.on_logits) options.on_logits(std::span<const float>(logits.data(), logits.size()));
-        const int token = sampler.sample(std::span<const float>(logits.data(), logits.size()), history);
+        const int token = sampler.sample(std::span<const float>(logits.data(), logits.size()), history, prompt.size());
         if (step == 0) {
             result.timings.time_to_first_token_ms = seconds_since(start) * 1000.0;
             decode_start = clock::now();

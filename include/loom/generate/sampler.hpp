@@ -2,9 +2,12 @@
 // Chooses the next token from a row of logits. The steps follow Hugging Face's
 // generate(): repetition penalty, then temperature, top-k, top-p and min-p, then a draw
 // from the remaining distribution. Temperature 0 means greedy (argmax, lowest id on ties).
+// The OpenAI API's presence and frequency penalties come first of all; they count only
+// generated tokens (a chat prompt repeats its template tokens, end-of-turn included).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <span>
 #include <string>
 #include <unordered_set>
@@ -22,6 +25,8 @@ struct SamplingOptions {
     float top_p = 1.0f;           // 1: no nucleus cut
     float min_p = 0.0f;           // 0: no floor relative to the most likely token
     float repeat_penalty = 1.0f;  // 1: off; > 1 discourages tokens already in the sequence
+    float presence_penalty = 0.0f;   // subtracted once from every token generated so far
+    float frequency_penalty = 0.0f;  // subtracted per occurrence among the generated tokens
     std::uint64_t seed = 0;
 
     void validate() const {
@@ -29,6 +34,10 @@ struct SamplingOptions {
         if (!(top_p > 0.0f && top_p <= 1.0f)) throw argument_error("top_p must be in (0, 1], got " + std::to_string(top_p));
         if (!(min_p >= 0.0f && min_p <= 1.0f)) throw argument_error("min_p must be in [0, 1], got " + std::to_string(min_p));
         if (!(repeat_penalty > 0.0f)) throw argument_error("repeat penalty must be > 0, got " + std::to_string(repeat_penalty));
+        if (!(presence_penalty >= -2.0f && presence_penalty <= 2.0f))
+            throw argument_error("presence_penalty must be in [-2, 2], got " + std::to_string(presence_penalty));
+        if (!(frequency_penalty >= -2.0f && frequency_penalty <= 2.0f))
+            throw argument_error("frequency_penalty must be in [-2, 2], got " + std::to_string(frequency_penalty));
     }
 };
 
@@ -36,9 +45,10 @@ class Sampler {
 public:
     explicit Sampler(SamplingOptions options) : options_(options), random_(options.seed) { options_.validate(); }
 
-    // history: every token of the sequence so far (prompt and generated), for the penalty.
-    int sample(std::span<const float> logits, std::span<const int> history) {
+    // history: every token of the sequence so far, the prompt's `prompt_length` first.
+    int sample(std::span<const float> logits, std::span<const int> history, std::size_t prompt_length = 0) {
         scores_.assign(logits.begin(), logits.end());
+        apply_occurrence_penalties(history.subspan(std::min(prompt_length, history.size())));
         apply_repeat_penalty(history);
         if (options_.temperature == 0.0f) return argmax();
 
@@ -102,6 +112,17 @@ private:
         }
     }
 
+    void apply_occurrence_penalties(std::span<const int> generated) {
+        if (options_.presence_penalty == 0.0f && options_.frequency_penalty == 0.0f) return;
+        counts_.clear();
+        for (int id : generated) {
+            if (id >= 0 && std::size_t(id) < scores_.size()) ++counts_[id];
+        }
+        for (const auto& [id, count] : counts_) {
+            scores_[std::size_t(id)] -= options_.presence_penalty + options_.frequency_penalty * float(count);
+        }
+    }
+
     int argmax() const {
         std::size_t best = 0;
         for (std::size_t id = 1; id < scores_.size(); ++id) {
@@ -126,6 +147,7 @@ private:
     std::vector<float> scores_;
     std::vector<Candidate> candidates_;
     std::unordered_set<int> seen_;
+    std::map<int, std::size_t> counts_;
 };
 
 }  // namespace loom::generate
