@@ -1,0 +1,462 @@
+#pragma once
+// Continuous batching: one thread owns the model and runs steps. Each step is one
+// batched forward over every running request — a decoding request contributes its last
+// token, a new one a chunk of its prompt — so concurrent requests share each pass through
+// the weights, and requests join and leave between steps. Since the kernels are batch
+// invariant, a request's tokens are the same whatever else is running.
+//
+// Requests reach the engine through submit(); results come back as events on the Job,
+// which the HTTP side waits on. Cancelling a Job (a client that went away) frees its slot
+// at the next step.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "loom/core/error.hpp"
+#include "loom/core/thread_pool.hpp"
+#include "loom/generate/generator.hpp"
+#include "loom/generate/sampler.hpp"
+#include "loom/generate/text_stream.hpp"
+#include "loom/kernels/math.hpp"
+#include "loom/models/load.hpp"
+#include "loom/tokenizer/tokenizer.hpp"
+
+namespace loom::serve {
+
+using Clock = std::chrono::steady_clock;
+
+// The queue is full: the HTTP side answers 503 with Retry-After.
+class busy_error : public error {
+public:
+    using error::error;
+};
+
+struct CompletionRequest {
+    std::vector<int> prompt;
+    std::size_t max_tokens = 128;
+    generate::SamplingOptions sampling;
+    std::vector<std::string> stop;  // stop strings (needs a tokenizer)
+    std::size_t top_logprobs = 0;   // alternatives reported per token when `logprobs`
+    bool logprobs = false;
+    std::chrono::milliseconds timeout{0};  // 0: the engine's default
+};
+
+struct TokenLogprob {
+    int id = 0;
+    float logprob = 0.0f;
+};
+
+enum class EventKind { token, finished, failed };
+
+struct Event {
+    EventKind kind = EventKind::token;
+    int token = 0;
+    std::string text;  // token: the text it makes final (may be empty); finished: the held-back rest
+    std::optional<TokenLogprob> logprob;
+    std::vector<TokenLogprob> top_logprobs;
+    generate::FinishReason finish_reason = generate::FinishReason::length;
+    generate::Timings timings;
+    std::string error;  // failed: why
+};
+
+// One request as the HTTP side sees it: a queue of events, and a way to give up.
+class Job {
+public:
+    // The next event, or nothing after `wait` without one.
+    std::optional<Event> next_event(std::chrono::milliseconds wait) {
+        std::unique_lock lock(mutex_);
+        if (!ready_.wait_for(lock, wait, [&] { return !events_.empty(); })) return std::nullopt;
+        Event event = std::move(events_.front());
+        events_.pop_front();
+        return event;
+    }
+
+    void cancel() noexcept { cancelled_.store(true); }
+    bool cancelled() const noexcept { return cancelled_.load(); }
+
+    void post(Event event) {
+        {
+            std::lock_guard lock(mutex_);
+            events_.push_back(std::move(event));
+        }
+        ready_.notify_all();
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable ready_;
+    std::deque<Event> events_;
+    std::atomic<bool> cancelled_{false};
+};
+
+struct EngineOptions {
+    std::size_t slots = 4;            // requests decoded together
+    std::size_t context = 0;          // positions per request; 0: the model's
+    std::size_t queue_limit = 64;     // requests waiting for a slot, beyond which submit() refuses
+    std::size_t threads = 1;
+    std::size_t prefill_chunk = 512;  // prompt tokens per step, so running requests keep streaming
+    std::chrono::milliseconds timeout{std::chrono::minutes(10)};
+};
+
+// Counters for /metrics, read without stopping the engine.
+struct EngineStats {
+    std::size_t slots = 0;
+    std::size_t busy_slots = 0;
+    std::size_t queued = 0;
+    std::uint64_t requests_finished = 0;
+    std::uint64_t requests_failed = 0;
+    std::uint64_t requests_cancelled = 0;
+    std::uint64_t prompt_tokens = 0;
+    std::uint64_t generated_tokens = 0;
+    std::uint64_t steps = 0;
+    double prompt_seconds = 0.0;    // step time spent on prompt tokens (split by token share)
+    double generate_seconds = 0.0;  // step time spent on generated tokens
+};
+
+class Engine {
+public:
+    Engine(const models::LoadedModel& model, const tokenizer::Tokenizer* text_tokenizer, EngineOptions options)
+        : model_(model), tokenizer_(text_tokenizer), options_(options), pool_(options.threads) {
+        if (options_.slots == 0) throw argument_error("the engine needs at least one slot");
+        if (options_.prefill_chunk == 0) throw argument_error("prefill chunk must be at least 1 token");
+        const std::size_t positions = model_.config().max_position_embeddings;
+        if (options_.context == 0 || options_.context > positions) options_.context = positions;
+        eos_ = model_.eos_token_ids();
+        worker_ = std::thread([this] { run(); });
+    }
+
+    ~Engine() { stop(); }
+    Engine(const Engine&) = delete;
+    Engine& operator=(const Engine&) = delete;
+
+    std::size_t context() const noexcept { return options_.context; }
+    const EngineOptions& options() const noexcept { return options_; }
+
+    // Queues a request. Throws argument_error for a request that can never run, busy_error
+    // when the queue is full or the engine is stopping.
+    std::shared_ptr<Job> submit(CompletionRequest request) {
+        validate(request);
+        auto job = std::make_shared<Job>();
+        {
+            std::lock_guard lock(mutex_);
+            if (stopping_) throw busy_error("the server is shutting down");
+            if (waiting_.size() >= options_.queue_limit) {
+                throw busy_error("all " + std::to_string(options_.slots) + " slots are busy and " +
+                                 std::to_string(waiting_.size()) + " requests are queued; retry later");
+            }
+            const auto timeout = request.timeout.count() > 0 ? request.timeout : options_.timeout;
+            waiting_.push_back(std::make_unique<Running>(std::move(request), job, Clock::now(), timeout));
+        }
+        wake_.notify_all();
+        return job;
+    }
+
+    EngineStats stats() const {
+        std::lock_guard lock(mutex_);
+        EngineStats copy = stats_;
+        copy.slots = options_.slots;
+        copy.busy_slots = busy_;
+        copy.queued = waiting_.size();
+        return copy;
+    }
+
+    // Ends every request (each gets a `failed` event) and joins the engine thread.
+    void stop() {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        wake_.notify_all();
+        if (worker_.joinable()) worker_.join();
+    }
+
+private:
+    // A request from admission to its last event.
+    struct Running {
+        Running(CompletionRequest r, std::shared_ptr<Job> j, Clock::time_point now, std::chrono::milliseconds timeout)
+            : request(std::move(r)), job(std::move(j)), sampler(request.sampling), submitted(now), deadline(now + timeout),
+              timeout_ms(timeout.count()) {}
+
+        CompletionRequest request;
+        std::shared_ptr<Job> job;
+        generate::Sampler sampler;
+        std::optional<generate::TextStream> text;
+        models::SequenceState sequence;
+        std::vector<int> history;  // prompt, then generated tokens
+        std::size_t prompt_fed = 0;
+        std::size_t generated = 0;
+        std::size_t budget = 0;  // new tokens allowed
+        bool started = false;    // has a slot
+        Clock::time_point submitted, deadline, admitted, first_token;
+        long long timeout_ms;
+        generate::Timings timings;
+
+        bool prefilling() const noexcept { return prompt_fed < request.prompt.size(); }
+    };
+
+    void validate(CompletionRequest& request) const {
+        if (request.prompt.empty()) throw argument_error("the prompt is empty: at least one token is needed");
+        const std::size_t vocab = model_.config().vocab_size;
+        for (int id : request.prompt) {
+            if (id < 0 || std::size_t(id) >= vocab) {
+                throw argument_error("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                     std::to_string(vocab) + ")");
+            }
+        }
+        if (request.prompt.size() >= options_.context) {
+            throw argument_error("the prompt has " + std::to_string(request.prompt.size()) +
+                                 " tokens; the context holds " + std::to_string(options_.context) +
+                                 " (prompt and generated tokens together)");
+        }
+        if (!request.stop.empty() && !tokenizer_) throw argument_error("stop strings need a tokenizer; the model has none");
+        request.sampling.validate();
+    }
+
+    void run() {
+        std::vector<std::unique_ptr<Running>> active;
+        models::ForwardScratch scratch;
+        xt::xtensor<float, 2> logits;
+        std::vector<models::BatchEntry> batch;
+        std::vector<Running*> in_batch;
+        while (true) {
+            {
+                std::unique_lock lock(mutex_);
+                busy_ = active.size();
+                wake_.wait(lock, [&] { return stopping_ || !waiting_.empty() || !active.empty(); });
+                if (stopping_) {
+                    for (auto& running : waiting_) active.push_back(std::move(running));
+                    waiting_.clear();
+                    lock.unlock();
+                    for (auto& running : active) fail(*running, "the server is shutting down");
+                    std::lock_guard relock(mutex_);
+                    busy_ = 0;
+                    return;
+                }
+                drop_expired_waiting();
+                while (active.size() < options_.slots && !waiting_.empty()) {
+                    active.push_back(std::move(waiting_.front()));
+                    waiting_.pop_front();
+                }
+                busy_ = active.size();
+            }
+            // Requests whose client left or whose time ran out leave before the step.
+            std::erase_if(active, [&](const std::unique_ptr<Running>& running) {
+                return (!running->started && !admit(*running)) || leaves_early(*running);
+            });
+            if (active.empty()) continue;
+
+            batch.clear();
+            in_batch.clear();
+            std::size_t prompt_budget = options_.prefill_chunk, prompt_tokens = 0, generated_tokens = 0;
+            for (auto& running : active) {
+                std::span<const int> tokens;
+                if (running->prefilling()) {
+                    if (prompt_budget == 0) continue;
+                    const std::size_t take = std::min(prompt_budget, running->request.prompt.size() - running->prompt_fed);
+                    tokens = std::span<const int>(running->request.prompt).subspan(running->prompt_fed, take);
+                    prompt_budget -= take;
+                    prompt_tokens += take;
+                } else {
+                    tokens = std::span<const int>(&running->history.back(), 1);
+                    ++generated_tokens;
+                }
+                batch.push_back({tokens, &running->sequence, models::LogitRows::last});
+                in_batch.push_back(running.get());
+            }
+            const auto step_start = Clock::now();
+            try {
+                model_.network->forward(batch, scratch, logits, pool_);
+            } catch (const std::exception& failure) {
+                for (auto& running : active) fail(*running, failure.what());
+                active.clear();
+                continue;
+            }
+            const auto step_end = Clock::now();
+
+            std::size_t sampled = 0;
+            for (std::size_t i = 0; i < in_batch.size(); ++i) {
+                Running& running = *in_batch[i];
+                if (running.prefilling()) {
+                    running.prompt_fed += batch[i].tokens.size();
+                    if (running.prefilling()) continue;
+                    running.timings.prefill_seconds = std::chrono::duration<double>(step_end - running.admitted).count();
+                }
+                const std::size_t vocab = logits.shape()[1];
+                try {
+                    advance(running, std::span<const float>(logits.data() + i * vocab, vocab));
+                    ++sampled;
+                } catch (const std::exception& failure) {
+                    if (running.job) fail(running, failure.what());
+                }
+            }
+            record_step(step_end - step_start, prompt_tokens, generated_tokens, sampled);
+            std::erase_if(active, [](const std::unique_ptr<Running>& running) { return running->job == nullptr; });
+        }
+    }
+
+    // A slot opens for a waiting request: its cache and text stream are made.
+    bool admit(Running& running) {
+        running.started = true;
+        running.admitted = Clock::now();
+        const std::size_t prompt = running.request.prompt.size();
+        running.budget = std::min(running.request.max_tokens, options_.context - prompt);
+        running.timings.prompt_tokens = prompt;
+        try {
+            running.sequence = model_.network->new_sequence(prompt + std::max<std::size_t>(running.budget, 1));
+            running.history = running.request.prompt;
+            if (tokenizer_) running.text.emplace(*tokenizer_, running.request.prompt, running.request.stop);
+        } catch (const std::exception& failure) {
+            fail(running, failure.what());
+            return false;
+        }
+        return true;
+    }
+
+    bool leaves_early(Running& running) {
+        if (running.job->cancelled()) {
+            std::lock_guard lock(mutex_);
+            ++stats_.requests_cancelled;
+            return true;
+        }
+        if (Clock::now() > running.deadline) {
+            fail(running, "the request timed out after " + std::to_string(running.timeout_ms) + " ms");
+            return true;
+        }
+        if (running.budget == 0) {  // max_tokens 0: nothing to generate, as OpenAI answers it
+            finish(running, generate::FinishReason::length);
+            return true;
+        }
+        return false;
+    }
+
+    // Called with the lock held.
+    void drop_expired_waiting() {
+        const auto now = Clock::now();
+        for (auto it = waiting_.begin(); it != waiting_.end();) {
+            Running& running = **it;
+            if (running.job->cancelled()) {
+                ++stats_.requests_cancelled;
+            } else if (now > running.deadline) {
+                ++stats_.requests_failed;
+                Event event;
+                event.kind = EventKind::failed;
+                event.error = "the request timed out after " + std::to_string(running.timeout_ms) + " ms waiting for a slot";
+                running.job->post(std::move(event));
+            } else {
+                ++it;
+                continue;
+            }
+            it = waiting_.erase(it);
+        }
+    }
+
+    // One new token for `running` from its row of logits.
+    void advance(Running& running, std::span<const float> row) {
+        for (float value : row) {
+            if (!std::isfinite(value)) {
+                fail(running, "the model produced a non-finite logit (corrupt or overflowing weights?)");
+                return;
+            }
+        }
+        const int token = running.sampler.sample(row, running.history, running.request.prompt.size());
+        const auto now = Clock::now();
+        if (running.generated == 0) {
+            running.first_token = now;
+            running.timings.time_to_first_token_ms = std::chrono::duration<double, std::milli>(now - running.submitted).count();
+        }
+        ++running.generated;
+        running.history.push_back(token);
+
+        Event event;
+        event.token = token;
+        if (running.request.logprobs) add_logprobs(event, row, token, running.request.top_logprobs);
+        if (running.text) event.text = running.text->push(token);
+        const bool stopped_by_text = running.text && running.text->stopped();
+        running.job->post(std::move(event));
+
+        const bool end_of_sequence = std::find(eos_.begin(), eos_.end(), token) != eos_.end();
+        if (stopped_by_text || end_of_sequence) finish(running, generate::FinishReason::stop);
+        else if (running.generated >= running.budget) finish(running, generate::FinishReason::length);
+    }
+
+    // Natural log-probabilities of the model's distribution (before penalties and temperature).
+    static void add_logprobs(Event& event, std::span<const float> row, int token, std::size_t top) {
+        const float maximum = *std::max_element(row.begin(), row.end());
+        double total = 0.0;
+        for (float value : row) total += kernels::exp_f64(double(value) - double(maximum));
+        const double log_total = kernels::log_f64(total);
+        auto logprob_of = [&](int id) { return float(double(row[std::size_t(id)]) - double(maximum) - log_total); };
+        event.logprob = TokenLogprob{token, logprob_of(token)};
+        if (top == 0) return;
+        std::vector<int> ids(row.size());
+        for (std::size_t id = 0; id < ids.size(); ++id) ids[id] = int(id);
+        top = std::min(top, ids.size());
+        std::partial_sort(ids.begin(), ids.begin() + std::ptrdiff_t(top), ids.end(), [&](int a, int b) {
+            return row[std::size_t(a)] != row[std::size_t(b)] ? row[std::size_t(a)] > row[std::size_t(b)] : a < b;
+        });
+        for (std::size_t i = 0; i < top; ++i) event.top_logprobs.push_back({ids[i], logprob_of(ids[i])});
+    }
+
+    void finish(Running& running, generate::FinishReason reason) {
+        Event event;
+        event.kind = EventKind::finished;
+        event.finish_reason = reason;
+        if (running.text) event.text = running.text->finish();
+        running.timings.generated_tokens = running.generated;
+        if (running.generated > 0) {
+            running.timings.decode_seconds = std::chrono::duration<double>(Clock::now() - running.first_token).count();
+        }
+        event.timings = running.timings;
+        running.job->post(std::move(event));
+        running.job = nullptr;
+        std::lock_guard lock(mutex_);
+        ++stats_.requests_finished;
+    }
+
+    void fail(Running& running, const std::string& message) {
+        Event event;
+        event.kind = EventKind::failed;
+        event.error = message;
+        running.job->post(std::move(event));
+        running.job = nullptr;
+        std::lock_guard lock(mutex_);
+        ++stats_.requests_failed;
+    }
+
+    // prompt_rows/generated_rows: the step's input rows of each kind; sampled: new tokens.
+    void record_step(Clock::duration elapsed, std::size_t prompt_rows, std::size_t generated_rows, std::size_t sampled) {
+        const double seconds = std::chrono::duration<double>(elapsed).count();
+        const double all = double(prompt_rows + generated_rows);
+        std::lock_guard lock(mutex_);
+        ++stats_.steps;
+        stats_.prompt_tokens += prompt_rows;
+        stats_.generated_tokens += sampled;
+        stats_.prompt_seconds += seconds * double(prompt_rows) / all;
+        stats_.generate_seconds += seconds * double(generated_rows) / all;
+    }
+
+    const models::LoadedModel& model_;
+    const tokenizer::Tokenizer* tokenizer_;
+    EngineOptions options_;
+    ThreadPool pool_;
+    std::vector<int> eos_;
+
+    mutable std::mutex mutex_;
+    std::condition_variable wake_;
+    std::deque<std::unique_ptr<Running>> waiting_;
+    std::size_t busy_ = 0;
+    bool stopping_ = false;
+    EngineStats stats_;
+    std::thread worker_;
+};
+
+}  // namespace loom::serve
