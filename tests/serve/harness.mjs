@@ -86,8 +86,8 @@ export async function readSse(response, onEvent = () => true) {
   return events;
 }
 
-export async function postJson(url, body, headers = {}) {
-  return fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+export async function postJson(url, body, headers = {}, signal = undefined) {
+  return fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body), signal });
 }
 
 // Prometheus text -> { 'name{labels}': value }.

@@ -1,0 +1,207 @@
+// The serving engine without sockets: continuous batching gives every request the tokens
+// it would get alone (and the ones the plain generator gives), slots free up when a
+// client leaves, and full queues, long prompts and timeouts are refused or ended cleanly.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "loom/generate/generator.hpp"
+#include "loom/generate/sampler.hpp"
+#include "loom/models/load.hpp"
+#include "loom/serve/engine.hpp"
+
+namespace {
+
+using loom::serve::CompletionRequest;
+using loom::serve::Engine;
+using loom::serve::EngineOptions;
+using loom::serve::Event;
+using loom::serve::EventKind;
+using loom::serve::Job;
+
+struct Outcome {
+    std::vector<int> tokens;
+    Event last;
+};
+
+Outcome collect(Job& job) {
+    Outcome outcome;
+    while (true) {
+        auto event = job.next_event(std::chrono::seconds(60));
+        REQUIRE(event);
+        if (event->kind != EventKind::token) {
+            outcome.last = *event;
+            return outcome;
+        }
+        outcome.tokens.push_back(event->token);
+    }
+}
+
+CompletionRequest request_for(std::vector<int> prompt, std::size_t max_tokens, float temperature, std::uint64_t seed) {
+    CompletionRequest request;
+    request.prompt = std::move(prompt);
+    request.max_tokens = max_tokens;
+    request.sampling.temperature = temperature;
+    request.sampling.top_p = 0.9f;
+    request.sampling.seed = seed;
+    return request;
+}
+
+const loom::models::LoadedModel& shared_model() {
+    static const auto model = loom::models::load_default_model();
+    return model;
+}
+
+// No end-of-sequence token: a request runs until its limit (2048 positions).
+const loom::models::LoadedModel& endless_model() {
+    static const auto model = [] {
+        auto spec = loom::models::default_model_spec();
+        spec.eos_token_ids.clear();
+        return loom::models::load_model_from_memory(
+            loom::models::synthetic_config_json(spec),
+            loom::io::TensorStore::from_bytes(loom::io::serialize_safetensors(loom::models::synthetic_tensors(spec)), "endless"));
+    }();
+    return model;
+}
+
+}  // namespace
+
+TEST_CASE("serve: batched requests get the plain generator's tokens, whatever runs beside them", "[serve][batch][determinism]") {
+    const auto& model = shared_model();
+    std::vector<CompletionRequest> requests;
+    for (int i = 0; i < 6; ++i) {
+        std::vector<int> prompt;
+        for (int t = 0; t < 3 + 17 * i; ++t) prompt.push_back((t * 31 + i * 7) % 250 + 1);
+        requests.push_back(request_for(prompt, 12 + 3 * std::size_t(i), i % 2 ? 0.8f : 0.0f, std::uint64_t(i)));
+    }
+    // The reference: each request through generate() alone, one thread.
+    std::vector<std::vector<int>> expected;
+    loom::ThreadPool pool(1);
+    for (const auto& request : requests) {
+        loom::generate::GenerateOptions options;
+        options.max_tokens = request.max_tokens;
+        options.sampling = request.sampling;
+        options.eos_token_ids = model.eos_token_ids();
+        expected.push_back(loom::generate::generate(*model.network, request.prompt, options, pool).ids);
+    }
+
+    for (const std::size_t slots : {1, 3, 8}) {
+        EngineOptions options;
+        options.slots = slots;
+        options.threads = slots == 3 ? 2 : 1;
+        options.prefill_chunk = 16;  // long prompts are prefilled over several steps, beside decoding
+        Engine engine(model, nullptr, options);
+        std::vector<std::shared_ptr<Job>> jobs;
+        for (const auto& request : requests) {
+            jobs.push_back(engine.submit(request));
+            std::this_thread::sleep_for(std::chrono::microseconds(300));  // staggered arrivals
+        }
+        for (std::size_t i = 0; i < jobs.size(); ++i) {
+            const Outcome outcome = collect(*jobs[i]);
+            INFO("slots " << slots << ", request " << i);
+            REQUIRE(outcome.last.kind == EventKind::finished);
+            CHECK(outcome.tokens == expected[i]);
+            CHECK(outcome.last.timings.prompt_tokens == requests[i].prompt.size());
+            CHECK(outcome.last.timings.generated_tokens == expected[i].size());
+        }
+        const auto stats = engine.stats();
+        CHECK(stats.requests_finished == requests.size());
+        CHECK(stats.busy_slots == 0);
+    }
+}
+
+TEST_CASE("serve: a cancelled job frees its slot for the next request", "[serve]") {
+    EngineOptions options;
+    options.slots = 1;
+    Engine engine(endless_model(), nullptr, options);
+    auto endless = engine.submit(request_for({1, 2, 3}, 1 << 20, 0.0f, 0));
+    REQUIRE(endless->next_event(std::chrono::seconds(30)));
+    auto waiting = engine.submit(request_for({4, 5}, 3, 0.0f, 0));
+    CHECK(engine.stats().queued == 1);
+    endless->cancel();
+    const Outcome outcome = collect(*waiting);
+    CHECK(outcome.tokens.size() == 3);
+    CHECK(engine.stats().requests_cancelled == 1);
+}
+
+TEST_CASE("serve: full queues, impossible prompts and timeouts are refused or ended with a reason", "[serve][errors]") {
+    EngineOptions options;
+    options.slots = 1;
+    options.queue_limit = 1;
+    options.context = 32;
+    Engine engine(endless_model(), nullptr, options);
+    CHECK_THROWS_WITH(engine.submit(request_for(std::vector<int>(32, 1), 4, 0.0f, 0)), Catch::Contains("the context holds 32"));
+    CHECK_THROWS_WITH(engine.submit(request_for({}, 4, 0.0f, 0)), Catch::Contains("prompt is empty"));
+    CHECK_THROWS_WITH(engine.submit(request_for({1, 100000}, 4, 0.0f, 0)), Catch::Contains("outside the vocabulary"));
+    auto bad_sampling = request_for({1}, 4, -1.0f, 0);
+    CHECK_THROWS_WITH(engine.submit(bad_sampling), Catch::Contains("temperature"));
+    auto stop_without_tokenizer = request_for({1}, 4, 0.0f, 0);
+    stop_without_tokenizer.stop = {"x"};
+    CHECK_THROWS_WITH(engine.submit(stop_without_tokenizer), Catch::Contains("need a tokenizer"));
+
+    // The reply ends at the context: 32 positions minus a 30-token prompt leave 2.
+    const Outcome short_reply = collect(*engine.submit(request_for(std::vector<int>(30, 7), 100, 0.0f, 0)));
+    CHECK(short_reply.tokens.size() == 2);
+    CHECK(short_reply.last.finish_reason == loom::generate::FinishReason::length);
+
+    // 2000 tokens take far longer than 10 ms.
+    Engine roomy(endless_model(), nullptr, EngineOptions{1, 0, 1});
+    auto slow = request_for({1, 2}, 2000, 0.0f, 0);
+    slow.timeout = std::chrono::milliseconds(10);
+    auto running = roomy.submit(slow);
+    REQUIRE(running->next_event(std::chrono::seconds(30)));
+    auto queued = roomy.submit(request_for({3}, 2, 0.0f, 0));
+    CHECK_THROWS_AS(roomy.submit(request_for({4}, 2, 0.0f, 0)), loom::serve::busy_error);
+    const Outcome timed_out = collect(*running);
+    CHECK(timed_out.last.kind == EventKind::failed);
+    CHECK_THAT(timed_out.last.error, Catch::Contains("timed out after 10 ms"));
+    CHECK(collect(*queued).tokens.size() == 2);
+
+    // Stopping ends what is still running.
+    auto last = engine.submit(request_for({1}, 1 << 20, 0.0f, 0));
+    REQUIRE(last->next_event(std::chrono::seconds(30)));
+    engine.stop();
+    const Outcome stopped = collect(*last);
+    CHECK(stopped.last.kind == EventKind::failed);
+    CHECK_THAT(stopped.last.error, Catch::Contains("shutting down"));
+    CHECK_THROWS_AS(engine.submit(request_for({1}, 1, 0.0f, 0)), loom::serve::busy_error);
+}
+
+TEST_CASE("serve: logprobs are the log-softmax of the logits, the chosen token's first when greedy", "[serve]") {
+    Engine engine(shared_model(), nullptr, EngineOptions{});
+    auto request = request_for({5, 6, 7}, 3, 0.0f, 0);
+    request.logprobs = true;
+    request.top_logprobs = 4;
+    auto job = engine.submit(request);
+    for (int step = 0; step < 3; ++step) {
+        auto event = job->next_event(std::chrono::seconds(30));
+        REQUIRE(event);
+        REQUIRE(event->logprob);
+        REQUIRE(event->top_logprobs.size() == 4);
+        CHECK(event->top_logprobs[0].id == event->token);
+        CHECK(event->top_logprobs[0].logprob == event->logprob->logprob);
+        CHECK(event->logprob->logprob <= 0.0f);
+        for (std::size_t i = 1; i < 4; ++i) CHECK(event->top_logprobs[i - 1].logprob >= event->top_logprobs[i].logprob);
+    }
+}
+
+TEST_CASE("sampler: presence and frequency penalties count generated tokens only", "[sampler]") {
+    const std::vector<float> logits = {2.0f, 1.9f, 1.0f};
+    loom::generate::SamplingOptions options;
+    options.frequency_penalty = 0.2f;
+    loom::generate::Sampler sampler(options);
+    // Token 0 appears in the prompt only: no penalty, it stays the argmax.
+    CHECK(sampler.sample(logits, std::vector<int>{0, 0, 0}, 3) == 0);
+    // Generated once: 2.0 - 0.2 = 1.8 < 1.9.
+    CHECK(sampler.sample(logits, std::vector<int>{0, 0, 0, 0}, 3) == 1);
+    options.frequency_penalty = 0.0f;
+    options.presence_penalty = 0.05f;
+    loom::generate::Sampler presence(options);
+    // Presence counts once however often: 2.0 - 0.05 = 1.95 > 1.9.
+    CHECK(presence.sample(logits, std::vector<int>{0, 0, 0, 0}, 1) == 0);
+    options.presence_penalty = 3.0f;
+    CHECK_THROWS_WITH(loom::generate::Sampler(options), Catch::Contains("presence_penalty must be in [-2, 2]"));
+}
