@@ -26,6 +26,8 @@
 #include <loom/kernels/simd.hpp>
 #include <loom/loom.hpp>
 
+#include "bench_support.hpp"
+
 namespace {
 
 constexpr const char* usage =
@@ -127,24 +129,6 @@ std::string shell_quote(const std::string& text) {
     std::string quoted = "'";
     for (char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
     return quoted + "'";
-}
-
-std::string cpu_model_name() {
-    std::ifstream cpuinfo("/proc/cpuinfo");
-    for (std::string line; std::getline(cpuinfo, line);) {
-        if (line.rfind("model name", 0) == 0) {
-            const auto colon = line.find(':');
-            if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
-        }
-    }
-    return "unknown CPU";
-}
-
-// Other work on the machine skews every figure, so the report records it.
-std::string load_average() {
-    std::ifstream loadavg("/proc/loadavg");
-    std::string one_minute;
-    return loadavg >> one_minute ? one_minute : "unknown";
 }
 
 constexpr const char* compiler_name() {
@@ -324,8 +308,7 @@ int run(const Options& options, int argc, char** argv) {
     std::string command_line;
     for (int i = 0; i < argc; ++i) command_line += (i ? " " : "") + shell_quote(argv[i]);
     std::printf("command: %s\n", command_line.c_str());
-    std::printf("CPU: %s, %u logical cores, load average %s at start\n", cpu_model_name().c_str(),
-                std::thread::hardware_concurrency(), load_average().c_str());
+    loom_bench::print_machine();
     std::printf("Loom: SIMD target %s, %s, %s build\n", loom::kernels::simd::target_name(), compiler_name(),
                 LOOM_BUILD_CONFIG);
     std::printf("workload: %zu-token prompt, then %zu greedy tokens; synthetic checkpoints in %s, memory-mapped\n",

@@ -1,0 +1,167 @@
+// Continuous batching on the SmolLM2-135M shape (bf16, synthetic weights, no end-of-
+// sequence token so every stream runs to its limit): aggregate decode speed with 1, 4
+// and 8 concurrent streams, and a new request's time to first token on an idle server
+// and while 8 streams decode. It drives serve::Engine, the scheduler loom_serve runs,
+// in-process, so the figures are the engine's and not the HTTP stack's. See --help.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <loom/loom.hpp>
+#include <loom/serve/engine.hpp>
+
+#include "bench_support.hpp"
+
+namespace {
+
+constexpr const char* usage =
+    "usage: loom_bench_serve [--threads a,b] [--streams a,b,c] [--prompt-tokens N] [--new-tokens N] [--preset NAME]\n"
+    "\n"
+    "  --threads        model thread counts, each measured in turn (default: 1 and all cores)\n"
+    "  --streams        concurrent stream counts (default 1,4,8)\n"
+    "  --prompt-tokens  prompt length of each stream and of the TTFT probe (default 32)\n"
+    "  --new-tokens     tokens each stream generates (default 128)\n"
+    "  --preset         model shape (default smollm2-135m)\n";
+
+struct Options {
+    std::vector<std::size_t> threads = {1, std::max(1u, std::thread::hardware_concurrency())};
+    std::vector<std::size_t> streams = {1, 4, 8};
+    std::size_t prompt_tokens = 32;
+    std::size_t new_tokens = 128;
+    std::string preset = "smollm2-135m";
+};
+
+std::vector<std::size_t> parse_list(const std::string& flag, const std::string& value) {
+    std::vector<std::size_t> numbers;
+    for (std::size_t start = 0; start <= value.size();) {
+        const std::size_t comma = std::min(value.find(',', start), value.size());
+        numbers.push_back(loom::generate::detail::parse_integer<std::size_t>(flag, value.substr(start, comma - start)));
+        start = comma + 1;
+    }
+    return numbers;
+}
+
+Options parse(int argc, char** argv) {
+    using loom::generate::detail::parse_integer;
+    Options options;
+    for (int i = 1; i < argc; ++i) {
+        const std::string flag = argv[i];
+        if (flag == "--help" || flag == "-h") {
+            std::fputs(usage, stdout);
+            std::exit(0);
+        }
+        if (i + 1 >= argc) throw loom::argument_error(flag + " needs a value");
+        const std::string value = argv[++i];
+        if (flag == "--threads") options.threads = parse_list(flag, value);
+        else if (flag == "--prompt-tokens") options.prompt_tokens = parse_integer<std::size_t>(flag, value);
+        else if (flag == "--new-tokens") options.new_tokens = parse_integer<std::size_t>(flag, value);
+        else if (flag == "--preset") options.preset = value;
+        else if (flag == "--streams") options.streams = parse_list(flag, value);
+        else throw loom::argument_error("unknown option '" + flag + "' (see --help)");
+    }
+    if (options.prompt_tokens == 0 || options.new_tokens < 2) {
+        throw loom::argument_error("--prompt-tokens must be positive, --new-tokens at least 2");
+    }
+    if (std::count(options.threads.begin(), options.threads.end(), 0) || std::count(options.streams.begin(), options.streams.end(), 0)) {
+        throw loom::argument_error("thread and stream counts must be positive");
+    }
+    options.threads.erase(std::unique(options.threads.begin(), options.threads.end()), options.threads.end());
+    return options;
+}
+
+loom::serve::CompletionRequest make_request(const Options& options, std::size_t index, std::size_t new_tokens) {
+    loom::serve::CompletionRequest request;
+    for (std::size_t t = 0; t < options.prompt_tokens; ++t) request.prompt.push_back(int((t * 7919 + index * 104729) % 40000 + 1));
+    request.max_tokens = new_tokens;
+    request.sampling.temperature = 0.0f;
+    return request;
+}
+
+// Waits for the job's last event; returns its timings.
+loom::generate::Timings finish(loom::serve::Job& job) {
+    while (true) {
+        auto event = job.next_event(std::chrono::minutes(10));
+        if (!event) throw loom::error("a stream made no progress for 10 minutes");
+        if (event->kind == loom::serve::EventKind::failed) throw loom::error("a stream failed: " + event->error);
+        if (event->kind == loom::serve::EventKind::finished) return event->timings;
+    }
+}
+
+double median(std::vector<double> values) {
+    std::sort(values.begin(), values.end());
+    return values[values.size() / 2];
+}
+
+// One table: every stream count at `threads` model threads.
+void run(const loom::models::LoadedModel& model, const Options& options, std::size_t threads) {
+    const std::size_t most_streams = *std::max_element(options.streams.begin(), options.streams.end());
+    std::printf("\n%zu thread%s\n\n", threads, threads == 1 ? "" : "s");
+
+    loom::serve::EngineOptions engine_options;
+    engine_options.slots = most_streams + 1;  // room for the TTFT probe beside the streams
+    engine_options.threads = threads;
+    loom::serve::Engine engine(model, nullptr, engine_options);
+    finish(*engine.submit(make_request(options, 999, 4)));  // warm-up: page in the weights, size the buffers
+
+    std::vector<double> idle_ttft;
+    for (int i = 0; i < 5; ++i) idle_ttft.push_back(finish(*engine.submit(make_request(options, 100 + std::size_t(i), 1))).time_to_first_token_ms);
+    const double idle = median(idle_ttft);
+
+    std::printf("| streams | aggregate decode tok/s | per stream tok/s | vs 1 stream | wall s |\n");
+    std::printf("|--------:|-----------------------:|-----------------:|------------:|-------:|\n");
+    double single = 0.0, busy_ttft = 0.0;
+    for (const std::size_t streams : options.streams) {
+        const auto before = engine.stats();
+        const auto start = std::chrono::steady_clock::now();
+        std::vector<std::shared_ptr<loom::serve::Job>> jobs;
+        std::size_t first_tokens = streams;  // sampled from prompt rows, not decode rows
+        for (std::size_t s = 0; s < streams; ++s) jobs.push_back(engine.submit(make_request(options, s, options.new_tokens)));
+        if (streams == most_streams) {
+            // The probe arrives once every stream is decoding.
+            std::this_thread::sleep_for(std::chrono::milliseconds(300));
+            std::vector<double> probes;
+            for (int i = 0; i < 5; ++i) probes.push_back(finish(*engine.submit(make_request(options, 200 + std::size_t(i), 1))).time_to_first_token_ms);
+            busy_ttft = median(probes);
+            first_tokens += probes.size();
+        }
+        for (auto& job : jobs) finish(*job);
+        const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        const auto after = engine.stats();
+        // Decode throughput: tokens sampled from decode rows over the step time spent on them.
+        const double decoded = double(after.generated_tokens - before.generated_tokens - first_tokens);
+        const double aggregate = decoded / (after.generate_seconds - before.generate_seconds);
+        if (streams == 1) single = aggregate;
+        std::printf("| %7zu | %22.1f | %16.1f | %10.2fx | %6.2f |\n", streams, aggregate, aggregate / double(streams),
+                    single > 0 ? aggregate / single : 0.0, wall);
+    }
+    std::printf("\ntime to first token (%zu-token prompt, median of 5): idle %.1f ms, while %zu streams decode %.1f ms (%.2fx)\n",
+                options.prompt_tokens, idle, most_streams, busy_ttft, idle > 0 ? busy_ttft / idle : 0.0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        const Options options = parse(argc, argv);
+        auto spec = loom::models::synthetic_preset(options.preset);
+        spec.dtype = loom::DType::bf16;
+        spec.eos_token_ids.clear();
+        const auto model = loom::models::load_model_from_memory(
+            loom::models::synthetic_config_json(spec),
+            loom::io::TensorStore::from_bytes(loom::io::serialize_safetensors(loom::models::synthetic_tensors(spec)), options.preset));
+        const std::size_t most_streams = *std::max_element(options.streams.begin(), options.streams.end());
+
+        loom_bench::print_machine();
+        std::printf("model: %s shape, bf16; %zu-token prompts, %zu new tokens per stream (greedy)\n",
+                    options.preset.c_str(), options.prompt_tokens, options.new_tokens);
+        for (const std::size_t threads : options.threads) run(model, options, threads);
+        return 0;
+    } catch (const std::exception& failure) {
+        std::fprintf(stderr, "loom_bench_serve: error: %s\n", failure.what());
+        return 1;
+    }
+}
