@@ -160,14 +160,14 @@ TEST_CASE("serve: full queues, impossible prompts and timeouts are refused or en
     CHECK_THAT(timed_out.last.error, Catch::Contains("timed out after 10 ms"));
     CHECK(collect(*queued).tokens.size() == 2);
 
-    // Stopping ends what is still running.
-    auto last = engine.submit(request_for({1}, 1 << 20, 0.0f, 0));
+    // Stopping ends what is still running (2000 tokens outlast the few steps before stop()).
+    auto last = roomy.submit(request_for({1}, 2000, 0.0f, 0));
     REQUIRE(last->next_event(std::chrono::seconds(30)));
-    engine.stop();
+    roomy.stop();
     const Outcome stopped = collect(*last);
     CHECK(stopped.last.kind == EventKind::failed);
     CHECK_THAT(stopped.last.error, Catch::Contains("shutting down"));
-    CHECK_THROWS_AS(engine.submit(request_for({1}, 1, 0.0f, 0)), loom::serve::busy_error);
+    CHECK_THROWS_AS(roomy.submit(request_for({1}, 1, 0.0f, 0)), loom::serve::busy_error);
 }
 
 TEST_CASE("serve: logprobs are the log-softmax of the logits, the chosen token's first when greedy", "[serve]") {

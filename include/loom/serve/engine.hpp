@@ -325,6 +325,7 @@ private:
         if (running.job->cancelled()) {
             std::lock_guard lock(mutex_);
             ++stats_.requests_cancelled;
+            if (busy_ > 0) --busy_;
             return true;
         }
         if (Clock::now() > running.deadline) {
@@ -416,20 +417,26 @@ private:
             running.timings.decode_seconds = std::chrono::duration<double>(Clock::now() - running.first_token).count();
         }
         event.timings = running.timings;
-        running.job->post(std::move(event));
-        running.job = nullptr;
-        std::lock_guard lock(mutex_);
-        ++stats_.requests_finished;
+        end(running, std::move(event), stats_.requests_finished);
     }
 
     void fail(Running& running, const std::string& message) {
         Event event;
         event.kind = EventKind::failed;
         event.error = message;
-        running.job->post(std::move(event));
+        end(running, std::move(event), stats_.requests_failed);
+    }
+
+    // The counters change before the last event is posted: a client that has its answer
+    // sees the slot free and the request counted.
+    void end(Running& running, Event last, std::uint64_t& counter) {
+        {
+            std::lock_guard lock(mutex_);
+            ++counter;
+            if (running.started && busy_ > 0) --busy_;
+        }
+        running.job->post(std::move(last));
         running.job = nullptr;
-        std::lock_guard lock(mutex_);
-        ++stats_.requests_failed;
     }
 
     // prompt_rows/generated_rows: the step's input rows of each kind; sampled: new tokens.
