@@ -109,7 +109,7 @@ inline constexpr std::size_t cached_panel_bytes = 256 * 1024;
 inline constexpr std::size_t expand_from_rows = 4 * tile_rows;
 
 // Rows of x times one panel of weight rows (stored as `dtype`, `panel_stride` bytes apart),
-// tile by tile.
+// tile by tile: every band of rows for one group of columns, then the next group.
 template <DType dtype>
 void panel_tiles(const float* x, std::size_t rows, std::size_t in, const std::byte* panel_weights, std::size_t panel_stride,
                  std::size_t panel_columns, float* out, std::size_t out_stride) {
@@ -122,14 +122,21 @@ void panel_tiles(const float* x, std::size_t rows, std::size_t in, const std::by
     }
 }
 
-// A few rows: panels of the stored weights, widened in the tiles.
+// A few rows: panels of the stored weights, widened in the tiles, one band of rows across
+// the whole panel after another: the first band streams the panel into L2, the others
+// reuse it (measured on Zen 5: 10 rows 1.6x faster than column group by column group,
+// 8 rows the same; expanded f32 panels are faster column group by column group).
 template <DType dtype>
 void panel_products(const float* x, std::size_t rows, std::size_t in, const std::byte* weight, float* out,
                     std::size_t out_stride, std::size_t begin, std::size_t end) {
     const std::size_t weight_stride = in * dtype_size(dtype);
     const std::size_t panel = std::max(tile_columns, cached_panel_bytes / weight_stride / tile_columns * tile_columns);
     for (std::size_t p0 = begin; p0 < end; p0 += panel) {
-        panel_tiles<dtype>(x, rows, in, weight + p0 * weight_stride, weight_stride, std::min(panel, end - p0), out + p0, out_stride);
+        const std::size_t panel_columns = std::min(panel, end - p0);
+        for (std::size_t r = 0; r < rows; r += tile_rows) {
+            panel_tiles<dtype>(x + r * in, std::min(tile_rows, rows - r), in, weight + p0 * weight_stride, weight_stride,
+                               panel_columns, out + r * out_stride + p0, out_stride);
+        }
     }
 }
 
