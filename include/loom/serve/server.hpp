@@ -181,50 +181,110 @@ private:
         return std::string(target.substr(0, target.find('?')));
     }
 
+    // One endpoint: a method, and a path matched exactly or (prefix) as its start. The
+    // path is also the endpoint's label in /metrics.
+    struct Route {
+        http::verb method;
+        std::string_view path;
+        bool prefix;
+        bool open;  // reachable without the API key
+        void (Server::*answer)(const HttpRequest&, std::string_view rest, Responder&);
+    };
+
+    static const std::vector<Route>& routes() {
+        using verb = http::verb;
+        static const std::vector<Route> table = {
+            {verb::get, "/", false, true, &Server::get_root},
+            {verb::get, "/web", false, true, &Server::get_root},
+            {verb::get, "/web/", true, true, &Server::get_asset},
+            {verb::get, "/health", false, true, &Server::get_health},
+            {verb::get, "/models/", true, false, &Server::get_model_file},
+            {verb::get, "/api/status", false, false, &Server::get_status},
+            {verb::get, "/api/generate", false, false, &Server::get_demo_generate},
+            {verb::post, "/api/train", false, false, &Server::post_train},
+            {verb::get, "/metrics", false, false, &Server::get_metrics},
+            {verb::get, "/props", false, false, &Server::get_props},
+            {verb::post, "/tokenize", false, false, &Server::post_tokenize},
+            {verb::post, "/detokenize", false, false, &Server::post_detokenize},
+            {verb::post, "/generate", false, false, &Server::post_generate},
+            {verb::post, "/generate_stream", false, false, &Server::post_generate_stream},
+            {verb::get, "/v1/models", false, false, &Server::get_models},
+            {verb::post, "/v1/completions", false, false, &Server::post_completions},
+            {verb::post, "/v1/chat/completions", false, false, &Server::post_chat_completions},
+        };
+        return table;
+    }
+
     // Dispatches; returns the route's label for /metrics.
     std::string route(const HttpRequest& request, const std::string& path, Responder& responder) {
         const Style style = path.rfind("/v1/", 0) == 0 ? Style::openai : Style::legacy;
+        const Route* match = nullptr;
+        bool other_method = false;
+        for (const Route& candidate : routes()) {
+            const bool path_matches = candidate.prefix ? path.rfind(candidate.path, 0) == 0 : path == candidate.path;
+            if (!path_matches) continue;
+            if (candidate.method == request.method()) match = &candidate;
+            else other_method = true;
+        }
         try {
-            if (request.method() == http::verb::options) return preflight(responder), "OPTIONS";
-            const bool open_path = path == "/" || path == "/health" || path.rfind("/web/", 0) == 0 || path == "/web";
-            if (!open_path) authenticate(request);
-            const auto method = request.method();
-            const bool get = method == http::verb::get || method == http::verb::head, post = method == http::verb::post;
-            if (path == "/" && get) return redirect(responder, "/web/"), path;
-            if (path == "/web" && get) return redirect(responder, "/web/"), path;
-            if (path.rfind("/web/", 0) == 0 && get) return serve_asset(path.substr(5), responder), "/web/";
-            if (path.rfind("/models/", 0) == 0 && get) return serve_model_file(path.substr(8), responder), "/models/";
-            if (path == "/health" && get) return send_json(responder, health()), path;
-            if (path == "/api/status" && get) return send_json(responder, status()), path;
-            if (path == "/metrics" && get) return send_text(responder, metrics_text(), "text/plain; version=0.0.4"), path;
-            if (path == "/props" && get) return send_json(responder, props()), path;
-            if (path == "/v1/models" && get) return send_json(responder, models_list()), path;
-            if (path == "/tokenize" && post) return send_json(responder, tokenize(parse_json_body(request.body()))), path;
-            if (path == "/detokenize" && post) return send_json(responder, detokenize(parse_json_body(request.body()))), path;
-            if (path == "/generate" && post) return legacy_generate(parse_json_body(request.body()), responder), path;
-            if (path == "/generate_stream" && post) return generate_stream(parse_json_body(request.body()), responder), path;
-            if (path == "/api/generate" && get) return demo_generate(detail::query_fields(std_view(request.target())), responder), path;
-            if (path == "/api/train" && post) {
-                throw ApiError{http::status::not_implemented,
-                               "training is not available yet: this server generates only (POST /api/train arrives with Loom's "
-                               "training support)", {}, "not_implemented", "not_implemented_error"};
+            if (request.method() == http::verb::options) {
+                preflight(responder);
+                return "OPTIONS";
             }
-            if (path == "/v1/completions" && post) return openai_completion(parse_json_body(request.body()), false, responder), path;
-            if (path == "/v1/chat/completions" && post) return openai_completion(parse_json_body(request.body()), true, responder), path;
-            const bool known = path == "/generate" || path == "/generate_stream" || path == "/api/generate" || path == "/api/train" ||
-                               path == "/health" || path == "/metrics" || path == "/props" || path == "/v1/models" ||
-                               path == "/tokenize" || path == "/detokenize" || path == "/v1/completions" ||
-                               path == "/v1/chat/completions" || path == "/api/status";
-            if (known) throw ApiError{http::status::method_not_allowed, std::string(request.method_string()) + " is not allowed on " + path,
-                                      {}, "method_not_allowed"};
-            send_error(responder, ApiError{http::status::not_found, "no such endpoint: " + path, {}, "not_found", "not_found_error"}, style);
-            return "unknown";  // one label for every unknown path, so clients cannot grow /metrics
+            if (!match) {
+                if (other_method) {
+                    throw ApiError{http::status::method_not_allowed,
+                                   std::string(request.method_string()) + " is not allowed on " + path, {}, "method_not_allowed"};
+                }
+                send_error(responder, ApiError{http::status::not_found, "no such endpoint: " + path, {}, "not_found", "not_found_error"}, style);
+                return "unknown";  // one label for every unknown path, so clients cannot grow /metrics
+            }
+            if (!match->open) authenticate(request);
+            (this->*match->answer)(request, std::string_view(path).substr(match->path.size()), responder);
         } catch (const ApiError& failure) {
             send_error(responder, failure, style);
         } catch (const std::exception& failure) {
             send_error(responder, ApiError{http::status::internal_server_error, failure.what(), {}, {}, "server_error"}, style);
         }
-        return path.rfind("/web/", 0) == 0 ? "/web/" : path.rfind("/models/", 0) == 0 ? "/models/" : path;
+        return match ? std::string(match->path) : path;
+    }
+
+    // The endpoints' entry points, as the route table calls them.
+    void get_root(const HttpRequest&, std::string_view, Responder& responder) { redirect(responder, "/web/"); }
+    void get_asset(const HttpRequest&, std::string_view name, Responder& responder) { serve_asset(std::string(name), responder); }
+    void get_health(const HttpRequest&, std::string_view, Responder& responder) { send_json(responder, health()); }
+    void get_model_file(const HttpRequest&, std::string_view name, Responder& responder) { serve_model_file(std::string(name), responder); }
+    void get_status(const HttpRequest&, std::string_view, Responder& responder) { send_json(responder, status()); }
+    void get_metrics(const HttpRequest&, std::string_view, Responder& responder) {
+        send_text(responder, metrics_text(), "text/plain; version=0.0.4");
+    }
+    void get_props(const HttpRequest&, std::string_view, Responder& responder) { send_json(responder, props()); }
+    void get_models(const HttpRequest&, std::string_view, Responder& responder) { send_json(responder, models_list()); }
+    void post_tokenize(const HttpRequest& request, std::string_view, Responder& responder) {
+        send_json(responder, tokenize(parse_json_body(request.body())));
+    }
+    void post_detokenize(const HttpRequest& request, std::string_view, Responder& responder) {
+        send_json(responder, detokenize(parse_json_body(request.body())));
+    }
+    void post_generate(const HttpRequest& request, std::string_view, Responder& responder) {
+        legacy_generate(parse_json_body(request.body()), responder);
+    }
+    void post_generate_stream(const HttpRequest& request, std::string_view, Responder& responder) {
+        generate_stream(parse_json_body(request.body()), responder);
+    }
+    void get_demo_generate(const HttpRequest& request, std::string_view, Responder& responder) {
+        demo_generate(detail::query_fields(std_view(request.target())), responder);
+    }
+    void post_train(const HttpRequest&, std::string_view, Responder&) {
+        throw ApiError{http::status::not_implemented,
+                       "training is not available yet: this server generates only (POST /api/train arrives with Loom's "
+                       "training support)", {}, "not_implemented", "not_implemented_error"};
+    }
+    void post_completions(const HttpRequest& request, std::string_view, Responder& responder) {
+        openai_completion(parse_json_body(request.body()), false, responder);
+    }
+    void post_chat_completions(const HttpRequest& request, std::string_view, Responder& responder) {
+        openai_completion(parse_json_body(request.body()), true, responder);
     }
 
     // ---- responses -----------------------------------------------------------------
