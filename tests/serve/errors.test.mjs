@@ -2,7 +2,8 @@
 // timeouts, departing clients and signals end requests cleanly.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, postJson, readSse, parseSse, metrics } from './harness.mjs';
+import { spawnSync } from 'node:child_process';
+import { startServer, postJson, readSse, parseSse, metrics, binary, modelFolder } from './harness.mjs';
 
 async function withServer(args, body) {
   const server = await startServer(args);
@@ -147,3 +148,28 @@ for (const signal of ['SIGTERM', 'SIGINT']) {
     assert.match(server.output(), new RegExp(`${signal}: finishing open streams[\\s\\S]*stopped`));
   });
 }
+
+test('--help lists the flags; bad flags and an unusable port are clear errors', async () => {
+  const help = spawnSync(binary, ['--help'], { encoding: 'utf8' });
+  assert.equal(help.status, 0);
+  for (const flag of ['--model', '--host', '--port', '--threads', '--parallel', '--ctx-size', '--api-key', '--cors-origin']) {
+    assert.match(help.stdout, new RegExp(flag));
+  }
+  const unknown = spawnSync(binary, ['--bogus', '1'], { encoding: 'utf8' });
+  assert.equal(unknown.status, 2);
+  assert.match(unknown.stderr, /unknown option '--bogus'/);
+  const port = spawnSync(binary, ['--port', '99999'], { encoding: 'utf8' });
+  assert.equal(port.status, 2);
+  assert.match(port.stderr, /--port: expected a whole number/);
+  const missing = spawnSync(binary, ['--model', `${modelFolder}-nowhere`], { encoding: 'utf8' });
+  assert.equal(missing.status, 1);
+  assert.match(missing.stderr, /nowhere/);
+  const server = await startServer();
+  try {
+    const taken = spawnSync(binary, ['--model', modelFolder, '--port', new URL(server.url).port], { encoding: 'utf8' });
+    assert.equal(taken.status, 1);
+    assert.match(taken.stderr, /cannot listen on 127\.0\.0\.1:\d+: Address already in use/);
+  } finally {
+    assert.equal(await server.stop(), 0);
+  }
+});
