@@ -60,7 +60,7 @@ struct HttpLimits {
     std::size_t body_bytes = 8u << 20;
     std::size_t header_bytes = 64u << 10;
     std::size_t connections = 256;                     // beyond: 503 and close
-    std::chrono::seconds idle_timeout{60};             // keep-alive connection with no request
+    std::chrono::seconds idle_timeout{60};             // no request on a kept-alive connection, or a stalled reader
 };
 
 namespace detail {
@@ -217,8 +217,10 @@ private:
 
     void serve_connection(boost::asio::ip::tcp::socket& socket) {
         const int native = socket.native_handle();
+        // A client that neither sends a request nor reads its answer for this long is dropped.
         timeval timeout{static_cast<time_t>(limits_.idle_timeout.count()), 0};
         ::setsockopt(native, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+        ::setsockopt(native, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
         boost::beast::flat_buffer buffer;
         detail::SocketResponder responder(socket);
         while (!stopping_.load()) {
