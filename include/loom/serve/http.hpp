@@ -60,14 +60,23 @@ struct HttpLimits {
     std::size_t body_bytes = 8u << 20;
     std::size_t header_bytes = 64u << 10;
     std::size_t connections = 256;                     // beyond: 503 and close
-    std::chrono::seconds idle_timeout{60};             // no request on a kept-alive connection, or a stalled reader
+    std::chrono::seconds idle_timeout{60};             // no request on a kept-alive connection, or a stream not read
 };
 
 namespace detail {
 
+// Whether `socket` becomes ready for `events` within `limit`. Asio's blocking calls wait
+// without end on a socket that is not ready (they ignore SO_RCVTIMEO/SO_SNDTIMEO), so
+// every wait that may last is bounded here first.
+inline bool ready_within(int socket, short events, std::chrono::milliseconds limit) {
+    pollfd watch{socket, events, 0};
+    return ::poll(&watch, 1, int(limit.count())) > 0 && (watch.revents & (events | POLLHUP | POLLERR));
+}
+
 class SocketResponder final : public Responder {
 public:
-    explicit SocketResponder(boost::asio::ip::tcp::socket& socket) : socket_(socket) {}
+    SocketResponder(boost::asio::ip::tcp::socket& socket, std::chrono::milliseconds write_timeout)
+        : socket_(socket), write_timeout_(write_timeout) {}
 
     void send(HttpResponse response) override {
         response.prepare_payload();
@@ -88,8 +97,13 @@ public:
         return ok(failure);
     }
 
+    // A client that has not read for `write_timeout` (its socket buffer full) is dropped.
     bool write(std::string_view chunk) override {
         if (broken_) return false;
+        if (!ready_within(socket_.native_handle(), POLLOUT, write_timeout_)) {
+            broken_ = true;
+            return false;
+        }
         boost::beast::error_code failure;
         boost::asio::write(socket_, http::make_chunk(boost::asio::buffer(chunk.data(), chunk.size())), failure);
         return ok(failure);
@@ -127,6 +141,7 @@ private:
     }
 
     boost::asio::ip::tcp::socket& socket_;
+    std::chrono::milliseconds write_timeout_;
     bool keep_alive_ = false;
     bool broken_ = false;
 };
@@ -217,12 +232,8 @@ private:
 
     void serve_connection(boost::asio::ip::tcp::socket& socket) {
         const int native = socket.native_handle();
-        // A client that neither sends a request nor reads its answer for this long is dropped.
-        timeval timeout{static_cast<time_t>(limits_.idle_timeout.count()), 0};
-        ::setsockopt(native, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-        ::setsockopt(native, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
         boost::beast::flat_buffer buffer;
-        detail::SocketResponder responder(socket);
+        detail::SocketResponder responder(socket, limits_.idle_timeout);
         while (!stopping_.load()) {
             http::request_parser<http::string_body> parser;
             parser.header_limit(std::uint32_t(limits_.header_bytes));
@@ -230,6 +241,8 @@ private:
             boost::beast::error_code failure;
             set_idle(native, true);
             if (stopping_.load()) break;
+            // A kept-alive connection that sends no request for idle_timeout is closed.
+            if (buffer.size() == 0 && !detail::ready_within(native, POLLIN, limits_.idle_timeout)) return;
             http::read_header(socket, buffer, parser, failure);
             set_idle(native, false);
             if (failure == http::error::header_limit) return refuse(responder, socket, http::status::request_header_fields_too_large,
@@ -266,10 +279,9 @@ private:
         responder.send(std::move(response));
         boost::system::error_code failure;
         socket.shutdown(boost::asio::ip::tcp::socket::shutdown_send, failure);
-        timeval timeout{1, 0};
-        ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
         char sink[16384];
         for (std::size_t drained = 0; !failure && drained < (64u << 20);) {
+            if (!detail::ready_within(socket.native_handle(), POLLIN, std::chrono::seconds(1))) break;
             drained += socket.read_some(boost::asio::buffer(sink), failure);
         }
     }
