@@ -546,6 +546,25 @@ private:
         }
     }
 
+    // A non-streamed answer: follows the job to its end, handing each event to `on_event`,
+    // and returns the last one. Nothing when the client left, or when the request failed
+    // (answered here with a 500 in the protocol's error shape).
+    template <typename OnEvent>
+    std::optional<Event> collect(Job& job, Responder& responder, Style style, OnEvent&& on_event) const {
+        std::optional<Event> last;
+        const bool delivered = follow(job, responder, [&](const Event& event) {
+            on_event(event);
+            if (event.kind != EventKind::token) last = event;
+            return true;
+        });
+        if (!delivered) return std::nullopt;
+        if (last->kind == EventKind::failed) {
+            send_error(responder, ApiError{http::status::internal_server_error, last->error, {}, {}, "server_error"}, style);
+            return std::nullopt;
+        }
+        return last;
+    }
+
     // ---- old Loom protocols ----------------------------------------------------------
 
     // POST /generate: the backend's ids protocol ("input_ids") or the web front end's text
@@ -575,15 +594,10 @@ private:
             return;
         }
         std::vector<int> generated;
-        std::optional<Event> last;
-        if (!follow(*job, responder, [&](const Event& event) {
-                if (event.kind == EventKind::token) generated.push_back(event.token);
-                else last = event;
-                return true;
-            })) return;
-        if (last->kind == EventKind::failed) {
-            return send_error(responder, ApiError{http::status::internal_server_error, last->error, {}, {}, "server_error"}, Style::legacy);
-        }
+        const auto last = collect(*job, responder, Style::legacy, [&](const Event& event) {
+            if (event.kind == EventKind::token) generated.push_back(event.token);
+        });
+        if (!last) return;
         std::vector<int> output = prompt;
         output.insert(output.end(), generated.begin(), generated.end());
         send_json(responder, {{"output_ids", output},
@@ -608,17 +622,12 @@ private:
     void legacy_text_generate(const Fields& fields, Responder& responder) {
         auto job = submit(legacy_text_request(fields, 50));
         std::string text;
-        std::optional<Event> last;
         std::size_t count = 0;
-        if (!follow(*job, responder, [&](const Event& event) {
-                text += event.text;
-                count += event.kind == EventKind::token;
-                if (event.kind != EventKind::token) last = event;
-                return true;
-            })) return;
-        if (last->kind == EventKind::failed) {
-            return send_error(responder, ApiError{http::status::internal_server_error, last->error, {}, {}, "server_error"}, Style::legacy);
-        }
+        const auto last = collect(*job, responder, Style::legacy, [&](const Event& event) {
+            text += event.text;
+            count += event.kind == EventKind::token;
+        });
+        if (!last) return;
         send_json(responder, {{"generated_text", text},
                               {"num_tokens", count},
                               {"finish_reason", generate::finish_reason_name(last->finish_reason)},
@@ -824,94 +833,104 @@ private:
         return text;
     }
 
-    void openai_completion(const json& body, bool chat, Responder& responder) {
-        OpenAiRequest request = read_openai(body, chat);
-        const std::size_t prompt_tokens = request.completion.prompt.size();
-        const bool logprobs = request.completion.logprobs;
-        auto job = submit(std::move(request.completion));
-        const std::string id = next_id(chat ? "chatcmpl" : "cmpl");
-        const std::int64_t created = std::int64_t(std::time(nullptr));
-        const char* object = chat ? "chat.completion" : "text_completion";
-        auto usage = [&](std::size_t completion_tokens) {
-            return json{{"prompt_tokens", prompt_tokens},
-                        {"completion_tokens", completion_tokens},
-                        {"total_tokens", prompt_tokens + completion_tokens}};
-        };
-        std::size_t generated = 0;
+    // What every chunk or answer of one OpenAI request repeats.
+    struct OpenAiReply {
+        std::string id;
+        std::int64_t created;
+        std::string model;
+        bool chat;
+        bool include_usage;
+        std::size_t prompt_tokens;
 
-        if (!request.stream) {
-            std::string text;
-            json content_logprobs = json::array();
-            std::optional<Event> last;
-            if (!follow(*job, responder, [&](const Event& event) {
-                    text += event.text;
-                    if (event.kind == EventKind::token) {
-                        ++generated;
-                        if (event.logprob) content_logprobs.push_back(logprobs_content(event));
-                    } else {
-                        last = event;
-                    }
-                    return true;
-                })) return;
-            if (last->kind == EventKind::failed) {
-                return send_error(responder, ApiError{http::status::internal_server_error, last->error, {}, {}, "server_error"}, Style::openai);
-            }
-            json choice = {{"index", 0}, {"finish_reason", generate::finish_reason_name(last->finish_reason)}};
-            if (chat) {
-                choice["message"] = {{"role", "assistant"}, {"content", text}};
-                choice["logprobs"] = logprobs ? json{{"content", content_logprobs}} : json(nullptr);
-            } else {
-                choice["text"] = text;
-                choice["logprobs"] = nullptr;
-            }
-            return send_json(responder, {{"id", id},
-                                         {"object", object},
-                                         {"created", created},
-                                         {"model", options_.model_id},
-                                         {"choices", json::array({choice})},
-                                         {"usage", usage(generated)},
-                                         {"timings", timings_json(last->timings)}});
+        json usage(std::size_t completion_tokens) const {
+            return {{"prompt_tokens", prompt_tokens},
+                    {"completion_tokens", completion_tokens},
+                    {"total_tokens", prompt_tokens + completion_tokens}};
         }
 
-        const std::string chunk_object = chat ? "chat.completion.chunk" : "text_completion";
-        auto chunk = [&](json choice) {
-            json out = {{"id", id}, {"object", chunk_object}, {"created", created}, {"model", options_.model_id},
-                        {"choices", choice.is_null() ? json::array() : json::array({std::move(choice)})}};
-            if (request.include_usage) out["usage"] = nullptr;
+        // A stream chunk with one choice, or none (null: the usage chunk).
+        json chunk(json choice) const {
+            json out = {{"id", id}, {"object", chat ? "chat.completion.chunk" : "text_completion"}, {"created", created},
+                        {"model", model}, {"choices", choice.is_null() ? json::array() : json::array({std::move(choice)})}};
+            if (include_usage) out["usage"] = nullptr;
             return out;
-        };
+        }
+
         // A chat chunk carries a delta, a completion chunk its text; the last one an empty delta.
-        auto text_choice = [&](const std::string& text, const json& finish) {
+        json text_choice(const std::string& text, const json& finish) const {
             json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}};
             if (!chat) choice["text"] = text;
             else choice["delta"] = finish.is_null() ? json{{"content", text}} : json::object();
             return choice;
-        };
-        if (!responder.begin_stream(stream_header_for(*this))) return job->cancel();
-        if (chat) {
-            json first = text_choice("", nullptr);
-            first["delta"]["role"] = "assistant";
-            if (!responder.write(sse_data(chunk(std::move(first))))) return job->cancel();
         }
-        follow(*job, responder, [&](const Event& event) {
+    };
+
+    void openai_completion(const json& body, bool chat, Responder& responder) {
+        OpenAiRequest request = read_openai(body, chat);
+        const OpenAiReply reply{next_id(chat ? "chatcmpl" : "cmpl"), std::int64_t(std::time(nullptr)), options_.model_id, chat,
+                                request.include_usage, request.completion.prompt.size()};
+        const bool logprobs = request.completion.logprobs;
+        auto job = submit(std::move(request.completion));
+        if (request.stream) openai_stream(*job, reply, responder);
+        else openai_answer(*job, reply, logprobs, responder);
+    }
+
+    void openai_answer(Job& job, const OpenAiReply& reply, bool logprobs, Responder& responder) {
+        std::string text;
+        json content_logprobs = json::array();
+        std::size_t generated = 0;
+        const auto last = collect(job, responder, Style::openai, [&](const Event& event) {
+            text += event.text;
+            if (event.kind != EventKind::token) return;
+            ++generated;
+            if (event.logprob) content_logprobs.push_back(logprobs_content(event));
+        });
+        if (!last) return;
+        json choice = {{"index", 0}, {"finish_reason", generate::finish_reason_name(last->finish_reason)}};
+        if (reply.chat) {
+            choice["message"] = {{"role", "assistant"}, {"content", text}};
+            choice["logprobs"] = logprobs ? json{{"content", content_logprobs}} : json(nullptr);
+        } else {
+            choice["text"] = text;
+            choice["logprobs"] = nullptr;
+        }
+        send_json(responder, {{"id", reply.id},
+                              {"object", reply.chat ? "chat.completion" : "text_completion"},
+                              {"created", reply.created},
+                              {"model", reply.model},
+                              {"choices", json::array({choice})},
+                              {"usage", reply.usage(generated)},
+                              {"timings", timings_json(last->timings)}});
+    }
+
+    void openai_stream(Job& job, const OpenAiReply& reply, Responder& responder) {
+        if (!responder.begin_stream(stream_header_for(*this))) return job.cancel();
+        if (reply.chat) {
+            json first = reply.text_choice("", nullptr);
+            first["delta"]["role"] = "assistant";
+            if (!responder.write(sse_data(reply.chunk(std::move(first))))) return job.cancel();
+        }
+        std::size_t generated = 0;
+        follow(job, responder, [&](const Event& event) {
             if (event.kind == EventKind::token) {
                 ++generated;
                 if (event.text.empty() && !event.logprob) return true;
-                json choice = text_choice(event.text, nullptr);
+                json choice = reply.text_choice(event.text, nullptr);
                 if (event.logprob) choice["logprobs"] = {{"content", json::array({logprobs_content(event)})}};
-                return responder.write(sse_data(chunk(std::move(choice))));
+                return responder.write(sse_data(reply.chunk(std::move(choice))));
             }
             if (event.kind == EventKind::failed) {
-                return responder.write(sse_data({{"error", error_object(ApiError{http::status::internal_server_error, event.error, {}, {}, "server_error"})}})) &&
-                       responder.write("data: [DONE]\n\n") && end(responder);
+                const ApiError failure{http::status::internal_server_error, event.error, {}, {}, "server_error"};
+                return responder.write(sse_data({{"error", error_object(failure)}})) && responder.write("data: [DONE]\n\n") &&
+                       end(responder);
             }
-            if (!event.text.empty() && !responder.write(sse_data(chunk(text_choice(event.text, nullptr))))) return false;
-            json last = chunk(text_choice("", generate::finish_reason_name(event.finish_reason)));
+            if (!event.text.empty() && !responder.write(sse_data(reply.chunk(reply.text_choice(event.text, nullptr))))) return false;
+            json last = reply.chunk(reply.text_choice("", generate::finish_reason_name(event.finish_reason)));
             last["timings"] = timings_json(event.timings);
             if (!responder.write(sse_data(last))) return false;
-            if (request.include_usage) {
-                json usage_chunk = chunk(nullptr);
-                usage_chunk["usage"] = usage(generated);
+            if (reply.include_usage) {
+                json usage_chunk = reply.chunk(nullptr);
+                usage_chunk["usage"] = reply.usage(generated);
                 if (!responder.write(sse_data(usage_chunk))) return false;
             }
             return responder.write("data: [DONE]\n\n") && end(responder);
