@@ -123,9 +123,11 @@ void panel_tiles(const float* x, std::size_t rows, std::size_t in, const std::by
 }
 
 // A few rows: panels of the stored weights, widened in the tiles, one band of rows across
-// the whole panel after another: the first band streams the panel into L2, the others
-// reuse it (measured on Zen 5: 10 rows 1.6x faster than column group by column group,
-// 8 rows the same; expanded f32 panels are faster column group by column group).
+// the whole panel after another. The first band streams the panel into L2 and the others
+// reuse it (measured on Zen 5: 10 rows 1.6x faster than column group by column group; the
+// expanded f32 panels of prefill are faster column group by column group). The first band's
+// tiles take their columns from `tile_columns` far-apart parts of the panel, so memory is
+// read as a few long sequential streams rather than many short ones (8 rows: about 1.2x).
 template <DType dtype>
 void panel_products(const float* x, std::size_t rows, std::size_t in, const std::byte* weight, float* out,
                     std::size_t out_stride, std::size_t begin, std::size_t end) {
@@ -134,7 +136,20 @@ void panel_products(const float* x, std::size_t rows, std::size_t in, const std:
     for (std::size_t p0 = begin; p0 < end; p0 += panel) {
         const std::size_t panel_columns = std::min(panel, end - p0);
         for (std::size_t r = 0; r < rows; r += tile_rows) {
-            panel_tiles<dtype>(x + r * in, std::min(tile_rows, rows - r), in, weight + p0 * weight_stride, weight_stride,
+            const std::size_t band = std::min(tile_rows, rows - r);
+            if (r == 0) {
+                // Tile column k of step o is panel column o + k * part.
+                const std::size_t part = panel_columns / tile_columns;
+                for (std::size_t o = 0; o < part; ++o) {
+                    dot_tile_upto<dtype>(band, tile_columns, x, in, weight + (p0 + o) * weight_stride, part * weight_stride, in,
+                                         out + p0 + o, out_stride, part);
+                }
+                const std::size_t done = part * tile_columns;
+                panel_tiles<dtype>(x, band, in, weight + (p0 + done) * weight_stride, weight_stride, panel_columns - done,
+                                   out + p0 + done, out_stride);
+                continue;
+            }
+            panel_tiles<dtype>(x + r * in, band, in, weight + p0 * weight_stride, weight_stride,
                                panel_columns, out + r * out_stride + p0, out_stride);
         }
     }
