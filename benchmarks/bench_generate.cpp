@@ -62,25 +62,11 @@ struct Options {
     bool help = false;
 };
 
-std::vector<std::string> split(const std::string& flag, const std::string& text) {
-    std::vector<std::string> items;
-    std::stringstream stream(text);
-    for (std::string item; std::getline(stream, item, ',');) items.push_back(item);
-    if (items.empty()) throw loom::argument_error(flag + ": expected a comma-separated list, got ''");
-    return items;
-}
-
 loom::DType parse_dtype(const std::string& text) {
     if (text == "bf16") return loom::DType::bf16;
     if (text == "f32") return loom::DType::f32;
     if (text == "f16") return loom::DType::f16;
     throw loom::argument_error("--dtypes: each must be bf16, f32 or f16, got '" + text + "'");
-}
-
-std::size_t parse_at_least(const std::string& flag, const std::string& text, std::size_t minimum) {
-    const auto value = loom::generate::detail::parse_integer<std::size_t>(flag, text);
-    if (value < minimum) throw loom::argument_error(flag + " must be at least " + std::to_string(minimum));
-    return value;
 }
 
 Options parse_options(int argc, char** argv) {
@@ -99,21 +85,20 @@ Options parse_options(int argc, char** argv) {
         if (flag.rfind("--", 0) != 0) throw argument_error("unexpected argument '" + flag + "' (see --help)");
         if (i + 1 >= argc) throw argument_error(flag + " needs a value");
         const std::string value = argv[++i];
-        if (flag == "--prompt-tokens") options.prompt_tokens = parse_at_least(flag, value, 1);
-        else if (flag == "--new-tokens") options.new_tokens = parse_at_least(flag, value, 2);  // decode starts after the first
-        else if (flag == "--bandwidth-mib") options.bandwidth_mib = parse_at_least(flag, value, 1);
+        if (flag == "--prompt-tokens") options.prompt_tokens = loom_bench::parse_at_least(flag, value, 1);
+        else if (flag == "--new-tokens") options.new_tokens = loom_bench::parse_at_least(flag, value, 2);  // decode starts after the first
+        else if (flag == "--bandwidth-mib") options.bandwidth_mib = loom_bench::parse_at_least(flag, value, 1);
         else if (flag == "--dir") options.dir = value;
         else if (flag == "--presets") {
-            options.presets = split(flag, value);
+            options.presets = loom_bench::split(flag, value);
             for (const auto& preset : options.presets) loom::models::synthetic_preset(preset);  // throws if unknown
         } else if (flag == "--dtypes") {
-            options.dtypes = split(flag, value);
+            options.dtypes = loom_bench::split(flag, value);
             for (const auto& dtype : options.dtypes) parse_dtype(dtype);
         } else if (flag == "--threads") {
-            options.threads.clear();
-            for (const auto& item : split(flag, value)) {
-                options.threads.push_back(parse_at_least(flag, item, 1));
-                if (options.threads.back() > 1024) throw argument_error("--threads: each must be in 1..1024");
+            options.threads = loom_bench::parse_counts(flag, value, 1);
+            for (const std::size_t threads : options.threads) {
+                if (threads > 1024) throw argument_error("--threads: each must be in 1..1024");
             }
         } else throw argument_error("unknown option '" + flag + "' (see --help)");
     }

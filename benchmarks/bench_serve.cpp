@@ -35,18 +35,9 @@ struct Options {
     std::string preset = "smollm2-135m";
 };
 
-std::vector<std::size_t> parse_list(const std::string& flag, const std::string& value) {
-    std::vector<std::size_t> numbers;
-    for (std::size_t start = 0; start <= value.size();) {
-        const std::size_t comma = std::min(value.find(',', start), value.size());
-        numbers.push_back(loom::generate::detail::parse_integer<std::size_t>(flag, value.substr(start, comma - start)));
-        start = comma + 1;
-    }
-    return numbers;
-}
-
 Options parse(int argc, char** argv) {
-    using loom::generate::detail::parse_integer;
+    using loom_bench::parse_at_least;
+    using loom_bench::parse_counts;
     Options options;
     for (int i = 1; i < argc; ++i) {
         const std::string flag = argv[i];
@@ -56,18 +47,12 @@ Options parse(int argc, char** argv) {
         }
         if (i + 1 >= argc) throw loom::argument_error(flag + " needs a value");
         const std::string value = argv[++i];
-        if (flag == "--threads") options.threads = parse_list(flag, value);
-        else if (flag == "--prompt-tokens") options.prompt_tokens = parse_integer<std::size_t>(flag, value);
-        else if (flag == "--new-tokens") options.new_tokens = parse_integer<std::size_t>(flag, value);
+        if (flag == "--threads") options.threads = parse_counts(flag, value, 1);
+        else if (flag == "--prompt-tokens") options.prompt_tokens = parse_at_least(flag, value, 1);
+        else if (flag == "--new-tokens") options.new_tokens = parse_at_least(flag, value, 2);
         else if (flag == "--preset") options.preset = value;
-        else if (flag == "--streams") options.streams = parse_list(flag, value);
+        else if (flag == "--streams") options.streams = parse_counts(flag, value, 1);
         else throw loom::argument_error("unknown option '" + flag + "' (see --help)");
-    }
-    if (options.prompt_tokens == 0 || options.new_tokens < 2) {
-        throw loom::argument_error("--prompt-tokens must be positive, --new-tokens at least 2");
-    }
-    if (std::count(options.threads.begin(), options.threads.end(), 0) || std::count(options.streams.begin(), options.streams.end(), 0)) {
-        throw loom::argument_error("thread and stream counts must be positive");
     }
     options.threads.erase(std::unique(options.threads.begin(), options.threads.end()), options.threads.end());
     return options;

@@ -1,11 +1,38 @@
 #pragma once
-// What every benchmark report starts with: the machine and how busy it was.
+// What the benchmarks share: reading their options, and the machine header every report
+// starts with (the machine and how busy it was).
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include <loom/core/error.hpp>
+#include <loom/generate/command_line.hpp>
 
 namespace loom_bench {
+
+inline std::vector<std::string> split(const std::string& flag, const std::string& text) {
+    std::vector<std::string> items;
+    std::stringstream stream(text);
+    for (std::string item; std::getline(stream, item, ',');) items.push_back(item);
+    if (items.empty()) throw loom::argument_error(flag + ": expected a comma-separated list, got ''");
+    return items;
+}
+
+inline std::size_t parse_at_least(const std::string& flag, const std::string& text, std::size_t minimum) {
+    const auto value = loom::generate::detail::parse_integer<std::size_t>(flag, text);
+    if (value < minimum) throw loom::argument_error(flag + " must be at least " + std::to_string(minimum));
+    return value;
+}
+
+// A comma-separated list of whole numbers, each at least `minimum`.
+inline std::vector<std::size_t> parse_counts(const std::string& flag, const std::string& text, std::size_t minimum) {
+    std::vector<std::size_t> counts;
+    for (const std::string& item : split(flag, text)) counts.push_back(parse_at_least(flag, item, minimum));
+    return counts;
+}
 
 inline std::string cpu_model_name() {
     std::ifstream cpuinfo("/proc/cpuinfo");
