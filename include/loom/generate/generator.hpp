@@ -57,7 +57,7 @@ struct GenerationResult {
 // Called with each new token as soon as it is chosen; return false to stop (finish reason "stop").
 using TokenCallback = std::function<bool(int token)>;
 
-inline void require_finite(const xt::xtensor<float, 2>& logits, std::size_t step) {
+inline void require_finite(std::span<const float> logits, std::size_t step) {
     for (float value : logits) {
         if (!std::isfinite(value)) {
             throw format_error("the model produced a non-finite logit at generation step " + std::to_string(step) +
@@ -99,9 +99,10 @@ inline GenerationResult generate(const models::Llama& model, std::span<const int
             const int previous = result.ids.back();
             model.forward(std::span<const int>(&previous, 1), sequence, models::LogitRows::last, logits, pool);
         }
-        require_finite(logits, step);
-        if (options.on_logits) options.on_logits(std::span<const float>(logits.data(), logits.size()));
-        const int token = sampler.sample(std::span<const float>(logits.data(), logits.size()), history, prompt.size());
+        const std::span<const float> row(logits.data(), logits.size());
+        require_finite(row, step);
+        if (options.on_logits) options.on_logits(row);
+        const int token = sampler.sample(row, history, prompt.size());
         if (step == 0) {
             result.timings.time_to_first_token_ms = seconds_since(start) * 1000.0;
             decode_start = clock::now();

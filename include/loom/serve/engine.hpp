@@ -183,8 +183,7 @@ private:
     // A request from admission to its last event.
     struct Running {
         Running(CompletionRequest r, std::shared_ptr<Job> j, Clock::time_point now, std::chrono::milliseconds timeout)
-            : request(std::move(r)), job(std::move(j)), sampler(request.sampling), submitted(now), deadline(now + timeout),
-              timeout_ms(timeout.count()) {}
+            : request(std::move(r)), job(std::move(j)), sampler(request.sampling), submitted(now), deadline(now + timeout) {}
 
         CompletionRequest request;
         std::shared_ptr<Job> job;
@@ -197,10 +196,12 @@ private:
         std::size_t budget = 0;  // new tokens allowed
         bool started = false;    // has a slot
         Clock::time_point submitted, deadline, admitted, first_token;
-        long long timeout_ms;
         generate::Timings timings;
 
         bool prefilling() const noexcept { return prompt_fed < request.prompt.size(); }
+        std::string timeout_text() const {
+            return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - submitted).count()) + " ms";
+        }
     };
 
     void validate(CompletionRequest& request) const {
@@ -329,7 +330,7 @@ private:
             return true;
         }
         if (Clock::now() > running.deadline) {
-            fail(running, "the request timed out after " + std::to_string(running.timeout_ms) + " ms");
+            fail(running, "the request timed out after " + running.timeout_text());
             return true;
         }
         if (running.budget == 0) {  // max_tokens 0: nothing to generate, as OpenAI answers it
@@ -350,7 +351,7 @@ private:
                 ++stats_.requests_failed;
                 Event event;
                 event.kind = EventKind::failed;
-                event.error = "the request timed out after " + std::to_string(running.timeout_ms) + " ms waiting for a slot";
+                event.error = "the request timed out after " + running.timeout_text() + " waiting for a slot";
                 running.job->post(std::move(event));
             } else {
                 ++it;
@@ -362,12 +363,7 @@ private:
 
     // One new token for `running` from its row of logits.
     void advance(Running& running, std::span<const float> row) {
-        for (float value : row) {
-            if (!std::isfinite(value)) {
-                fail(running, "the model produced a non-finite logit (corrupt or overflowing weights?)");
-                return;
-            }
-        }
+        generate::require_finite(row, running.generated);  // a throw fails the request
         const int token = running.sampler.sample(row, running.history, running.request.prompt.size());
         const auto now = Clock::now();
         if (running.generated == 0) {

@@ -117,9 +117,7 @@ public:
     }
 
     bool client_gone() override {
-        if (broken_) return true;
-        pollfd watch{socket_.native_handle(), POLLRDHUP, 0};
-        if (::poll(&watch, 1, 0) > 0 && (watch.revents & (POLLRDHUP | POLLHUP | POLLERR))) broken_ = true;
+        if (!broken_ && ready_within(socket_.native_handle(), POLLRDHUP, std::chrono::milliseconds(0))) broken_ = true;
         return broken_;
     }
 

@@ -136,7 +136,7 @@ public:
 
     // The answer to a request the transport could not read.
     HttpResponse reject(http::status status, const std::string& message) const {
-        return json_response(status, json{{"error", error_object(ApiError{status, message, {}, {}, error_type(status)})}}, 11);
+        return json_response(status, json{{"error", error_object(ApiError{status, message, {}, {}, error_type(status)})}});
     }
 
     std::string metrics_text() const {
@@ -289,8 +289,8 @@ private:
 
     // ---- responses -----------------------------------------------------------------
 
-    HttpResponse json_response(http::status status, const json& body, unsigned version = 11) const {
-        HttpResponse response(status, version);
+    HttpResponse json_response(http::status status, const json& body) const {
+        HttpResponse response(status, 11);
         response.set(http::field::content_type, "application/json");
         response.body() = body.dump(-1, ' ', false, json::error_handler_t::replace);
         add_common_headers(response);
@@ -516,12 +516,12 @@ private:
 
     std::vector<int> encode_text(const std::string& text) const { return require_tokenizer().encode(text); }
 
-    static http::response<http::empty_body> stream_header_for(const Server& server) {
+    http::response<http::empty_body> stream_header() const {
         http::response<http::empty_body> header(http::status::ok, 11);
         header.set(http::field::content_type, "text/event-stream");
         header.set(http::field::cache_control, "no-cache");
         header.set("X-Accel-Buffering", "no");
-        server.add_common_headers(header);
+        add_common_headers(header);
         return header;
     }
 
@@ -583,7 +583,7 @@ private:
         const std::vector<int> prompt = request.prompt;
         auto job = submit(std::move(request));
         if (stream) {
-            if (!responder.begin_stream(stream_header_for(*this))) return job->cancel();
+            if (!responder.begin_stream(stream_header())) return job->cancel();
             follow(*job, responder, [&](const Event& event) {
                 if (event.kind == EventKind::token) return responder.write(sse_data({{"token", event.token}, {"done", false}}));
                 if (event.kind == EventKind::failed) return responder.write(sse_data({{"error", event.error}})) && end(responder);
@@ -637,7 +637,7 @@ private:
     // POST /generate_stream: {prompt, max_tokens} -> {"token": text, "token_id": N} ... {"done": true}.
     void generate_stream(const json& body, Responder& responder) {
         auto job = submit(legacy_text_request(Fields(body), 50));
-        if (!responder.begin_stream(stream_header_for(*this))) return job->cancel();
+        if (!responder.begin_stream(stream_header())) return job->cancel();
         std::size_t count = 0;
         follow(*job, responder, [&](const Event& event) {
             if (event.kind == EventKind::token) {
@@ -679,7 +679,7 @@ private:
         CompletionRequest request = legacy_text_request(fields, 25);
         const json init = {{"prompt", fields.required_text("prompt")}, {"inputTokens", request.prompt}, {"maxTokens", request.max_tokens}};
         auto job = submit(std::move(request));
-        if (!responder.begin_stream(stream_header_for(*this))) return job->cancel();
+        if (!responder.begin_stream(stream_header())) return job->cancel();
         if (!responder.write(sse_event("init", init))) return job->cancel();
         std::size_t step = 0;
         follow(*job, responder, [&](const Event& event) {
@@ -904,7 +904,7 @@ private:
     }
 
     void openai_stream(Job& job, const OpenAiReply& reply, Responder& responder) {
-        if (!responder.begin_stream(stream_header_for(*this))) return job.cancel();
+        if (!responder.begin_stream(stream_header())) return job.cancel();
         if (reply.chat) {
             json first = reply.text_choice("", nullptr);
             first["delta"]["role"] = "assistant";
