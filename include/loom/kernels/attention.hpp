@@ -38,6 +38,11 @@ struct AttentionSequence {
 
 namespace detail {
 
+// The keys a query at `position` attends to: [first, position].
+inline std::size_t first_key(std::size_t position, std::size_t sliding_window) noexcept {
+    return sliding_window && position + 1 > sliding_window ? position + 1 - sliding_window : 0;
+}
+
 // scores[k] = (q . key(first_key + k)) * scale for k < count; keys: one head's
 // [blocks, head_dim, 16]. Positions of a block before first_key are computed and dropped.
 inline void attention_scores(const float* query, const float* keys, std::size_t head_dim, std::size_t first_key,
@@ -118,8 +123,7 @@ inline void causal_attention(std::span<const AttentionSequence> sequences, const
             const std::size_t head = local % shape.query_heads;
             const std::size_t kv_head = head / group;
             const std::size_t position = sequence->first_position + token;
-            const std::size_t first_key =
-                shape.sliding_window && position + 1 > shape.sliding_window ? position + 1 - shape.sliding_window : 0;
+            const std::size_t first_key = detail::first_key(position, shape.sliding_window);
             const std::size_t key_count = position + 1 - first_key;
             scores.resize(key_count);
             detail::attention_scores(sequence->queries + local * head_dim,
@@ -129,6 +133,120 @@ inline void causal_attention(std::span<const AttentionSequence> sequences, const
             detail::weighted_values(scores.data(), key_count,
                                     sequence->values + first_key * kv_stride + kv_head * head_dim, kv_stride,
                                     head_dim, sequence->out + local * head_dim);
+        }
+    });
+}
+
+// Training: whole sequences held in plain [rows, heads, head_dim] buffers (no cache), the
+// attention weights kept for the backward pass. Scores, softmax and weighted values are
+// computed in the same order as causal_attention(), so the forward gives the same bits.
+struct TrainingSequence {
+    std::size_t first_row;  // of the batch; the sequence occupies positions 0 .. tokens-1
+    std::size_t tokens;
+};
+
+// Offset of each sequence's attention weights: [query_heads, tokens, tokens] per sequence.
+inline std::vector<std::size_t> attention_weight_offsets(std::span<const TrainingSequence> sequences,
+                                                         std::size_t query_heads) {
+    std::vector<std::size_t> offsets;
+    std::size_t total = 0;
+    for (const TrainingSequence& sequence : sequences) {
+        offsets.push_back(total);
+        total += query_heads * sequence.tokens * sequence.tokens;
+    }
+    offsets.push_back(total);
+    return offsets;
+}
+
+// queries [rows, query_heads, head_dim], keys and values [rows, kv_heads, head_dim] ->
+// out [rows, query_heads, head_dim]; weights: the softmax rows (see attention_weight_offsets).
+inline void causal_attention_keeping(std::span<const TrainingSequence> sequences, const AttentionShape& shape,
+                                     const float* queries, const float* keys, const float* values, float* weights,
+                                     float* out, ThreadPool& pool) {
+    const std::size_t head_dim = shape.head_dim;
+    const std::size_t group = shape.query_heads / shape.kv_heads;
+    const std::size_t q_stride = shape.query_heads * head_dim, kv_stride = shape.kv_heads * head_dim;
+    const float scale = float(1.0 / std::sqrt(double(head_dim)));
+    const std::vector<std::size_t> offsets = attention_weight_offsets(sequences, shape.query_heads);
+    pool.parallel_for(sequences.size() * shape.query_heads, [&](std::size_t begin, std::size_t end) {
+        for (std::size_t item = begin; item < end; ++item) {
+            const TrainingSequence& sequence = sequences[item / shape.query_heads];
+            const std::size_t head = item % shape.query_heads, kv_head = head / group, tokens = sequence.tokens;
+            const float* sequence_keys = keys + sequence.first_row * kv_stride + kv_head * head_dim;
+            const float* sequence_values = values + sequence.first_row * kv_stride + kv_head * head_dim;
+            for (std::size_t t = 0; t < tokens; ++t) {
+                float* row = weights + offsets[item / shape.query_heads] + (head * tokens + t) * tokens;
+                const float* query = queries + (sequence.first_row + t) * q_stride + head * head_dim;
+                const std::size_t first = detail::first_key(t, shape.sliding_window);
+                std::fill(row, row + tokens, 0.0f);
+                for (std::size_t k = first; k <= t; ++k) {
+                    const float* key = sequence_keys + k * kv_stride;
+                    float score = 0.0f;
+                    for (std::size_t d = 0; d < head_dim; ++d) score = score + query[d] * key[d];
+                    row[k] = score * scale;
+                }
+                softmax(row + first, t + 1 - first);
+                detail::weighted_values(row + first, t + 1 - first, sequence_values + first * kv_stride, kv_stride,
+                                        head_dim, out + (sequence.first_row + t) * q_stride + head * head_dim);
+            }
+        }
+    });
+}
+
+// Backward of causal_attention_keeping(): from dout [rows, query_heads, head_dim] to dqueries,
+// dkeys and dvalues (overwritten). A task owns one key/value head of one sequence and
+// visits its query heads and positions in order, so every sum has one fixed order.
+inline void causal_attention_backward(std::span<const TrainingSequence> sequences, const AttentionShape& shape,
+                                      const float* queries, const float* keys, const float* values,
+                                      const float* weights, const float* dout, float* dqueries, float* dkeys,
+                                      float* dvalues, ThreadPool& pool) {
+    const std::size_t head_dim = shape.head_dim;
+    const std::size_t group = shape.query_heads / shape.kv_heads;
+    const std::size_t q_stride = shape.query_heads * head_dim, kv_stride = shape.kv_heads * head_dim;
+    const float scale = float(1.0 / std::sqrt(double(head_dim)));
+    const std::vector<std::size_t> offsets = attention_weight_offsets(sequences, shape.query_heads);
+    pool.parallel_for(sequences.size() * shape.kv_heads, [&](std::size_t begin, std::size_t end) {
+        thread_local std::vector<float> dscores, dquery;
+        for (std::size_t item = begin; item < end; ++item) {
+            const TrainingSequence& sequence = sequences[item / shape.kv_heads];
+            const std::size_t kv_head = item % shape.kv_heads, tokens = sequence.tokens;
+            const std::size_t kv_base = sequence.first_row * kv_stride + kv_head * head_dim;
+            for (std::size_t k = 0; k < tokens; ++k) {
+                std::fill_n(dkeys + kv_base + k * kv_stride, head_dim, 0.0f);
+                std::fill_n(dvalues + kv_base + k * kv_stride, head_dim, 0.0f);
+            }
+            dscores.resize(tokens);
+            dquery.resize(head_dim);
+            for (std::size_t head = kv_head * group; head < (kv_head + 1) * group; ++head) {
+                for (std::size_t t = 0; t < tokens; ++t) {
+                    const float* row = weights + offsets[item / shape.kv_heads] + (head * tokens + t) * tokens;
+                    const std::size_t q_offset = (sequence.first_row + t) * q_stride + head * head_dim;
+                    const float* query = queries + q_offset;
+                    const float* gradient = dout + q_offset;
+                    const std::size_t first = detail::first_key(t, shape.sliding_window);
+                    // Through the weighted sum: d weight[k] = dout . value_k; d value_k += weight[k] * dout.
+                    for (std::size_t k = first; k <= t; ++k) {
+                        const float* value = values + kv_base + k * kv_stride;
+                        float* dvalue = dvalues + kv_base + k * kv_stride;
+                        dscores[k] = dot(gradient, value, head_dim);
+                        for (std::size_t d = 0; d < head_dim; ++d) dvalue[d] = dvalue[d] + row[k] * gradient[d];
+                    }
+                    // Through the softmax: d score[k] = weight[k] * (d weight[k] - sum_j weight[j] d weight[j]).
+                    const float mean = dot(row + first, dscores.data() + first, t + 1 - first);
+                    for (std::size_t k = first; k <= t; ++k) dscores[k] = row[k] * (dscores[k] - mean) * scale;
+                    // Through the scaled dot products.
+                    std::fill(dquery.begin(), dquery.end(), 0.0f);
+                    for (std::size_t k = first; k <= t; ++k) {
+                        const float* key = keys + kv_base + k * kv_stride;
+                        float* dkey = dkeys + kv_base + k * kv_stride;
+                        for (std::size_t d = 0; d < head_dim; ++d) {
+                            dquery[d] = dquery[d] + dscores[k] * key[d];
+                            dkey[d] = dkey[d] + dscores[k] * query[d];
+                        }
+                    }
+                    std::copy(dquery.begin(), dquery.end(), dqueries + q_offset);
+                }
+            }
         }
     });
 }

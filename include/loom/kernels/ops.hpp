@@ -1,9 +1,10 @@
 #pragma once
-// Element-wise and row-wise kernels of the forward pass. Reductions use the fixed lane
+// Element-wise and row-wise kernels of the forward and backward passes. Reductions use the fixed lane
 // order of reduce.hpp and transcendental functions come from math.hpp, so the same input
 // gives the same bits on every target. The SIMD loops run the same IEEE operation on each
 // element as a plain loop would (no FMA, no reciprocal in place of a division), so their
 // results equal the scalar formulas given in each comment bit for bit.
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 
@@ -82,13 +83,31 @@ inline void scale_by_weight(const float* x, const std::byte* weight, float inver
 // out = weight * (x / sqrt(mean(x^2) + eps)) over one row of `dim` (Hugging Face's
 // LlamaRMSNorm: normalise first, then scale by the weight):
 // out[i] = weight.at(i) * (x[i] * inverse_rms).
-inline void rmsnorm(const float* x, const TensorView& weight, float eps, float* out, std::size_t dim) noexcept {
+inline float inverse_rms(const float* x, float eps, std::size_t dim) noexcept {
     const float mean_square = sum_of_squares(x, dim) / float(dim);
-    const float inverse_rms = 1.0f / std::sqrt(mean_square + eps);  // sqrt is exactly rounded on every target
+    return 1.0f / std::sqrt(mean_square + eps);  // sqrt is exactly rounded on every target
+}
+
+inline void rmsnorm(const float* x, const TensorView& weight, float eps, float* out, std::size_t dim) noexcept {
+    const float inverse_rms = kernels::inverse_rms(x, eps, dim);
     switch (weight.dtype) {
         case DType::f32: return detail::scale_by_weight<DType::f32>(x, weight.data, inverse_rms, out, dim);
         case DType::bf16: return detail::scale_by_weight<DType::bf16>(x, weight.data, inverse_rms, out, dim);
         case DType::f16: return detail::scale_by_weight<DType::f16>(x, weight.data, inverse_rms, out, dim);
+    }
+}
+
+// Backward of rmsnorm() for one row, weights in f32. With r = inverse_rms(x) and
+// g = dout * weight:  dx = r * g - x * (r^3 / dim) * sum(g * x);  dweight += dout * x * r.
+// scratch: [dim]. dweight may be null (a frozen weight).
+inline void rmsnorm_backward(const float* x, const float* weight, float eps, const float* dout, float* dx,
+                             float* dweight, float* scratch, std::size_t dim) noexcept {
+    const float r = inverse_rms(x, eps, dim);
+    for (std::size_t i = 0; i < dim; ++i) scratch[i] = dout[i] * weight[i];
+    const float projection = dot(scratch, x, dim) * (r * r * r / float(dim));
+    for (std::size_t i = 0; i < dim; ++i) dx[i] = r * scratch[i] - x[i] * projection;
+    if (dweight) {
+        for (std::size_t i = 0; i < dim; ++i) dweight[i] = dweight[i] + dout[i] * (x[i] * r);
     }
 }
 
@@ -112,6 +131,30 @@ inline void silu_multiply(float* gate, const float* up, std::size_t n) noexcept 
     for (; i < n; ++i) {
         const float sigmoid = 1.0f / (1.0f + exp_f32(-gate[i]));
         gate[i] = (gate[i] * sigmoid) * up[i];
+    }
+}
+
+// Backward of silu_multiply() given its inputs gate and up and the gradient of its output:
+// d/dgate of silu(g) * u = u * s * (1 + g * (1 - s)) with s = sigmoid(g), as PyTorch's silu backward.
+inline void silu_multiply_backward(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                                   std::size_t n) noexcept {
+    for (std::size_t i = 0; i < n; ++i) {
+        const float sigmoid = 1.0f / (1.0f + exp_f32(-gate[i]));
+        dup[i] = dout[i] * (gate[i] * sigmoid);
+        dgate[i] = (dout[i] * up[i]) * (sigmoid * (1.0f + gate[i] * (1.0f - sigmoid)));
+    }
+}
+
+// out[c, r] = in[r, c] for in [rows, columns], in cache-sized squares.
+inline void transpose(const float* in, std::size_t rows, std::size_t columns, float* out) noexcept {
+    constexpr std::size_t square = 32;
+    for (std::size_t r0 = 0; r0 < rows; r0 += square) {
+        for (std::size_t c0 = 0; c0 < columns; c0 += square) {
+            const std::size_t r1 = std::min(rows, r0 + square), c1 = std::min(columns, c0 + square);
+            for (std::size_t r = r0; r < r1; ++r) {
+                for (std::size_t c = c0; c < c1; ++c) out[c * rows + r] = in[r * columns + c];
+            }
+        }
     }
 }
 

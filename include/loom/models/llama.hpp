@@ -79,6 +79,13 @@ public:
     const io::ModelConfig& config() const noexcept { return config_; }
     const io::TensorStore& weights() const noexcept { return store_; }
 
+    // The blocks, for passes other than inference (training runs them with saved activations).
+    const nn::Embedding& embedding() const noexcept { return embed_tokens_; }
+    std::span<const DecoderLayer> layers() const noexcept { return layers_; }
+    const nn::RMSNorm& final_norm() const noexcept { return norm_; }
+    const nn::Linear& head() const noexcept { return lm_head_; }
+    const nn::RotaryEmbedding& rope() const noexcept { return rope_; }
+
     // A fresh sequence able to hold `context` positions.
     SequenceState new_sequence(std::size_t context) const {
         if (context == 0) throw argument_error("context size must be at least 1");

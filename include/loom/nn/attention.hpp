@@ -10,12 +10,24 @@
 #include "loom/kernels/attention.hpp"
 #include "loom/kernels/matmul.hpp"
 #include "loom/nn/kv_cache.hpp"
+#include "loom/nn/gradient.hpp"
 #include "loom/nn/linear.hpp"
 #include "loom/nn/rope.hpp"
 
 namespace loom::nn {
 
 static_assert(KVCache::key_block == kernels::reduction_lanes, "the attention kernel reads keys in blocks of 16 positions");
+
+// What a training forward keeps for the backward pass.
+struct AttentionActivations {
+    std::vector<float> queries, keys, values;  // [rows, heads * head_dim], queries and keys rotated
+    std::vector<float> weights;                // softmax rows, kernels::attention_weight_offsets
+    std::vector<float> mixed;                  // [rows, query_heads * head_dim], the input of output
+};
+
+struct AttentionBackwardScratch {
+    std::vector<float> dmixed, dqueries, dkeys, dvalues, dx_part;
+};
 
 struct AttentionScratch {
     std::vector<float> queries, keys, values, mixed;  // [rows, heads * head_dim] each
@@ -64,6 +76,54 @@ struct Attention {
         }
         kernels::causal_attention(scratch.sequences, shape, pool);
         output.forward(scratch.mixed.data(), rows, out, pool);
+    }
+
+    // forward() over whole sequences without a cache (each starts at position 0), keeping
+    // the activations backward() needs. Same bits as forward() on the same rows.
+    void forward_keeping(const float* x, std::size_t rows, std::span<const kernels::TrainingSequence> sequences,
+                         const RotaryEmbedding& rope, const float* cosines, const float* sines,
+                         AttentionActivations& saved, float* out, ThreadPool& pool) const {
+        const std::size_t q_width = shape.query_heads * shape.head_dim;
+        const std::size_t kv_width = shape.kv_heads * shape.head_dim;
+        saved.queries.resize(rows * q_width);
+        saved.keys.resize(rows * kv_width);
+        saved.values.resize(rows * kv_width);
+        saved.mixed.resize(rows * q_width);
+        saved.weights.resize(kernels::attention_weight_offsets(sequences, shape.query_heads).back());
+        const kernels::Product projections[] = {query.product(saved.queries.data()), key.product(saved.keys.data()),
+                                                value.product(saved.values.data())};
+        kernels::matmul_group(x, rows, projections, pool);
+        rope.apply(saved.queries.data(), rows, shape.query_heads, cosines, sines);
+        rope.apply(saved.keys.data(), rows, shape.kv_heads, cosines, sines);
+        kernels::causal_attention_keeping(sequences, shape, saved.queries.data(), saved.keys.data(),
+                                          saved.values.data(), saved.weights.data(), saved.mixed.data(), pool);
+        output.forward(saved.mixed.data(), rows, out, pool);
+    }
+
+    // Backward of forward_keeping(): dx [rows, hidden] from dout [rows, hidden].
+    void backward(const float* x, std::size_t rows, std::span<const kernels::TrainingSequence> sequences,
+                  const RotaryEmbedding& rope, const float* cosines, const float* sines,
+                  const AttentionActivations& saved, const float* dout, float* dx, const GradientOf& gradient_of,
+                  AttentionBackwardScratch& scratch, LinearBackwardScratch& linear, ThreadPool& pool) const {
+        const std::size_t q_width = shape.query_heads * shape.head_dim;
+        const std::size_t kv_width = shape.kv_heads * shape.head_dim;
+        const std::size_t hidden = query.in_features();
+        scratch.dmixed.resize(rows * q_width);
+        scratch.dqueries.resize(rows * q_width);
+        scratch.dkeys.resize(rows * kv_width);
+        scratch.dvalues.resize(rows * kv_width);
+        scratch.dx_part.resize(rows * hidden);
+        output.backward(saved.mixed.data(), rows, dout, scratch.dmixed.data(), gradient_of, linear, pool);
+        kernels::causal_attention_backward(sequences, shape, saved.queries.data(), saved.keys.data(),
+                                           saved.values.data(), saved.weights.data(), scratch.dmixed.data(),
+                                           scratch.dqueries.data(), scratch.dkeys.data(), scratch.dvalues.data(), pool);
+        rope.apply_backward(scratch.dqueries.data(), rows, shape.query_heads, cosines, sines);
+        rope.apply_backward(scratch.dkeys.data(), rows, shape.kv_heads, cosines, sines);
+        query.backward(x, rows, scratch.dqueries.data(), dx, gradient_of, linear, pool);
+        key.backward(x, rows, scratch.dkeys.data(), scratch.dx_part.data(), gradient_of, linear, pool);
+        kernels::add_in_place(dx, scratch.dx_part.data(), rows * hidden);
+        value.backward(x, rows, scratch.dvalues.data(), scratch.dx_part.data(), gradient_of, linear, pool);
+        kernels::add_in_place(dx, scratch.dx_part.data(), rows * hidden);
     }
 };
 

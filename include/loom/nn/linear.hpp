@@ -2,12 +2,24 @@
 // y = x W^T + b, the nn.Linear of PyTorch, with W kept in its checkpoint dtype.
 #include <cstddef>
 #include <optional>
+#include <vector>
 
+#include "loom/core/error.hpp"
 #include "loom/core/tensor.hpp"
 #include "loom/core/thread_pool.hpp"
 #include "loom/kernels/matmul.hpp"
+#include "loom/kernels/ops.hpp"
+#include "loom/nn/gradient.hpp"
 
 namespace loom::nn {
+
+// Buffers of Linear::backward, shared by every layer of a model.
+struct LinearBackwardScratch {
+    std::vector<float> weight_transposed;  // [in, out]
+    std::vector<float> dout_transposed;    // [out, rows]
+    std::vector<float> x_transposed;       // [in, rows]
+    std::vector<float> weight_gradient;    // [out, in]
+};
 
 struct Linear {
     TensorView weight;               // [out_features, in_features]
@@ -26,8 +38,44 @@ struct Linear {
         kernels::matmul_columns(x, rows, weight, bias ? &*bias : nullptr, out, out_features(), begin, end);
     }
 
+    // Backward of forward() with f32 weights. dout: [rows, out_features]. Writes
+    // dx = dout W ([rows, in_features]) unless dx is null, and adds dW = dout^T x and
+    // dbias = column sums of dout to their gradients. Both products go through the forward
+    // kernel on transposed copies, so each element is one dot product in the fixed order.
+    void backward(const float* x, std::size_t rows, const float* dout, float* dx, const GradientOf& gradient_of,
+                  LinearBackwardScratch& scratch, ThreadPool& pool) const {
+        const std::size_t in = in_features(), out = out_features();
+        if (dx) {
+            scratch.weight_transposed.resize(in * out);
+            kernels::transpose(f32_values(weight), out, in, scratch.weight_transposed.data());
+            kernels::matmul(dout, rows, f32_view(scratch.weight_transposed, in, out), nullptr, dx, pool);
+        }
+        if (float* weight_gradient = gradient_of(weight)) {
+            scratch.dout_transposed.resize(out * rows);
+            scratch.x_transposed.resize(in * rows);
+            scratch.weight_gradient.resize(out * in);
+            kernels::transpose(dout, rows, out, scratch.dout_transposed.data());
+            kernels::transpose(x, rows, in, scratch.x_transposed.data());
+            kernels::matmul(scratch.dout_transposed.data(), out, f32_view(scratch.x_transposed, in, rows), nullptr,
+                            scratch.weight_gradient.data(), pool);
+            kernels::add_in_place(weight_gradient, scratch.weight_gradient.data(), out * in);
+        }
+        if (float* bias_gradient = bias ? gradient_of(*bias) : nullptr) {
+            for (std::size_t r = 0; r < rows; ++r) kernels::add_in_place(bias_gradient, dout + r * out, out);
+        }
+    }
+
     // This layer as one product of a kernels::matmul_group writing to `out`.
     kernels::Product product(float* out) const { return {&weight, bias ? &*bias : nullptr, out}; }
+
+private:
+    static const float* f32_values(const TensorView& view) {
+        if (view.dtype != DType::f32) throw argument_error("backward passes need f32 weights (train on f32 master copies)");
+        return reinterpret_cast<const float*>(view.data);
+    }
+    static TensorView f32_view(const std::vector<float>& values, std::size_t rows, std::size_t columns) {
+        return {DType::f32, {rows, columns}, reinterpret_cast<const std::byte*>(values.data())};
+    }
 };
 
 }  // namespace loom::nn

@@ -1,5 +1,6 @@
 #pragma once
 // The SwiGLU feed-forward block: down(silu(gate(x)) * up(x)).
+#include <algorithm>
 #include <cstddef>
 #include <vector>
 
@@ -12,6 +13,16 @@ namespace loom::nn {
 
 struct MlpScratch {
     std::vector<float> gate, up;  // [tokens, intermediate]
+};
+
+// What a training forward keeps for the backward pass, [tokens, intermediate] each.
+struct MlpActivations {
+    std::vector<float> gate, up;  // the two projections
+    std::vector<float> hidden;    // silu(gate) * up, the input of down
+};
+
+struct MlpBackwardScratch {
+    std::vector<float> dhidden, dgate, dup, dx_up;
 };
 
 struct SwiGLU {
@@ -34,6 +45,36 @@ struct SwiGLU {
             }
         });
         down.forward(gated, tokens, out, pool);
+    }
+
+    // forward(), keeping the activations backward() needs.
+    void forward_keeping(const float* x, std::size_t tokens, MlpActivations& saved, float* out, ThreadPool& pool) const {
+        const std::size_t size = tokens * gate.out_features();
+        saved.gate.resize(size);
+        saved.up.resize(size);
+        saved.hidden.resize(size);
+        gate.forward(x, tokens, saved.gate.data(), pool);
+        up.forward(x, tokens, saved.up.data(), pool);
+        std::copy(saved.gate.begin(), saved.gate.end(), saved.hidden.begin());
+        kernels::silu_multiply(saved.hidden.data(), saved.up.data(), size);
+        down.forward(saved.hidden.data(), tokens, out, pool);
+    }
+
+    // Backward of forward_keeping(): dx [tokens, hidden] from dout [tokens, hidden].
+    void backward(const float* x, std::size_t tokens, const MlpActivations& saved, const float* dout, float* dx,
+                  const GradientOf& gradient_of, MlpBackwardScratch& scratch, LinearBackwardScratch& linear,
+                  ThreadPool& pool) const {
+        const std::size_t size = tokens * gate.out_features();
+        scratch.dhidden.resize(size);
+        scratch.dgate.resize(size);
+        scratch.dup.resize(size);
+        scratch.dx_up.resize(tokens * gate.in_features());
+        down.backward(saved.hidden.data(), tokens, dout, scratch.dhidden.data(), gradient_of, linear, pool);
+        kernels::silu_multiply_backward(saved.gate.data(), saved.up.data(), scratch.dhidden.data(), scratch.dgate.data(),
+                                        scratch.dup.data(), size);
+        gate.backward(x, tokens, scratch.dgate.data(), dx, gradient_of, linear, pool);
+        up.backward(x, tokens, scratch.dup.data(), scratch.dx_up.data(), gradient_of, linear, pool);
+        kernels::add_in_place(dx, scratch.dx_up.data(), tokens * gate.in_features());
     }
 };
 

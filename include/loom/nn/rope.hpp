@@ -94,6 +94,25 @@ struct RotaryEmbedding {
             }
         }
     }
+
+    // Backward of apply(): the gradient rotates back by the same angle (the transpose of a rotation).
+    void apply_backward(float* dx, std::size_t tokens, std::size_t heads, const float* cosines,
+                        const float* sines) const noexcept {
+        const std::size_t h2 = half();
+        for (std::size_t t = 0; t < tokens; ++t) {
+            const float* cos_row = cosines + t * h2;
+            const float* sin_row = sines + t * h2;
+            for (std::size_t h = 0; h < heads; ++h) {
+                float* vector = dx + (t * heads + h) * head_dim();
+                for (std::size_t i = 0; i < h2; ++i) {
+                    const float first = vector[i];
+                    const float second = vector[i + h2];
+                    vector[i] = first * cos_row[i] + second * sin_row[i];
+                    vector[i + h2] = second * cos_row[i] - first * sin_row[i];
+                }
+            }
+        }
+    }
 };
 
 }  // namespace loom::nn
