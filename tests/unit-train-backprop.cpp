@@ -33,15 +33,9 @@ SyntheticModelSpec small_spec(const char* preset) {
     return spec;
 }
 
-struct TokenBatch {
-    std::vector<int> inputs, targets;
-    std::size_t sequences, length;
-    loom::train::Batch view() const { return {inputs, targets, sequences, length}; }
-};
-
-// Two sequences; every fifth target ignored, as prompt tokens would be.
-TokenBatch make_batch(std::size_t vocab, std::size_t sequences, std::size_t length) {
-    TokenBatch batch{{}, {}, sequences, length};
+// Every fifth target ignored, as prompt tokens would be.
+loom::train::Batch make_batch(std::size_t vocab, std::size_t sequences, std::size_t length) {
+    loom::train::Batch batch{sequences, length, {}, {}};
     for (std::size_t i = 0; i < sequences * length; ++i) {
         batch.inputs.push_back(int((i * 29 + 3) % vocab));
         batch.targets.push_back(i % 5 == 4 ? loom::train::ignore_index : int((i * 29 + 32) % vocab));
@@ -59,18 +53,18 @@ TEST_CASE("training forward: logits equal inference's bit for bit", "[train][bac
     const char* preset = GENERATE("tiny-llama", "tiny-qwen2", "tiny-mistral");
     INFO(preset);
     const auto model = trainable(small_spec(preset));
-    const TokenBatch batch = make_batch(model->network->config().vocab_size, 2, 13);  // past Mistral's window of 8
+    const loom::train::Batch batch = make_batch(model->network->config().vocab_size, 2, 13);  // past Mistral's window of 8
     loom::ThreadPool pool(2);
     loom::train::LlamaTraining training(*model->network, model->gradient_of());
-    training.evaluate(batch.view(), pool);
+    training.evaluate(batch, pool);
     const std::size_t vocab = model->network->config().vocab_size;
-    for (std::size_t s = 0; s < batch.sequences; ++s) {
-        auto sequence = model->network->new_sequence(batch.length);
+    for (std::size_t s = 0; s < batch.rows; ++s) {
+        auto sequence = model->network->new_sequence(batch.sequence_length);
         xt::xtensor<float, 2> logits;
-        model->network->forward(std::span<const int>(batch.inputs).subspan(s * batch.length, batch.length), sequence,
+        model->network->forward(std::span<const int>(batch.inputs).subspan(s * batch.sequence_length, batch.sequence_length), sequence,
                                 loom::models::LogitRows::all, logits, pool);
         CHECK(same_bits(std::span<const float>(logits.data(), logits.size()),
-                        training.logits().subspan(s * batch.length * vocab, batch.length * vocab)));
+                        training.logits().subspan(s * batch.sequence_length * vocab, batch.sequence_length * vocab)));
     }
 }
 
@@ -78,7 +72,7 @@ TEST_CASE("training backward: gradients are bit-identical for 1-4 threads and wi
     const char* preset = GENERATE("tiny-llama", "tiny-qwen2", "tiny-mistral");
     INFO(preset);
     const auto model = trainable(small_spec(preset));
-    const TokenBatch batch = make_batch(model->network->config().vocab_size, 3, 11);
+    const loom::train::Batch batch = make_batch(model->network->config().vocab_size, 3, 11);
     std::vector<float> expected;
     double expected_loss = 0.0;
     for (bool recompute : {false, true}) {
@@ -87,7 +81,7 @@ TEST_CASE("training backward: gradients are bit-identical for 1-4 threads and wi
             loom::ThreadPool pool(threads);
             model->parameters.zero_gradients();
             loom::train::LlamaTraining training(*model->network, model->gradient_of(), recompute);
-            const loom::train::Loss loss = training.forward_backward(batch.view(), pool);
+            const loom::train::Loss loss = training.forward_backward(batch, pool);
             const auto gradients = model->parameters.gradients();
             if (expected.empty()) {
                 expected.assign(gradients.begin(), gradients.end());
@@ -105,11 +99,11 @@ TEST_CASE("training backward: gradients match central differences of the loss", 
     const char* preset = GENERATE("tiny-llama", "tiny-qwen2", "tiny-mistral");
     INFO(preset);
     const auto model = trainable(small_spec(preset));
-    const TokenBatch batch = make_batch(model->network->config().vocab_size, 2, 10);
+    const loom::train::Batch batch = make_batch(model->network->config().vocab_size, 2, 10);
     loom::ThreadPool pool(2);
     loom::train::LlamaTraining training(*model->network, model->gradient_of());
     model->parameters.zero_gradients();
-    training.forward_backward(batch.view(), pool);
+    training.forward_backward(batch, pool);
     // A few entries of every tensor: f32 forward, so a step of 1e-2 and a loose bound.
     for (loom::train::Parameter& parameter : model->parameters.list()) {
         for (std::size_t k = 0; k < 3; ++k) {
@@ -117,9 +111,9 @@ TEST_CASE("training backward: gradients match central differences of the loss", 
             const float original = parameter.value[index];
             const float step = 1e-2f;
             parameter.value[index] = original + step;
-            const double plus = training.evaluate(batch.view(), pool).value;
+            const double plus = training.evaluate(batch, pool).value;
             parameter.value[index] = original - step;
-            const double minus = training.evaluate(batch.view(), pool).value;
+            const double minus = training.evaluate(batch, pool).value;
             parameter.value[index] = original;
             const double numeric = (plus - minus) / (2.0 * step);
             INFO(parameter.name << "[" << index << "]: analytic " << parameter.gradient[index] << ", numeric " << numeric);

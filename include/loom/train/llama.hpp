@@ -18,19 +18,11 @@
 #include "loom/kernels/ops.hpp"
 #include "loom/models/llama.hpp"
 #include "loom/nn/gradient.hpp"
+#include "loom/train/batch.hpp"
 #include "loom/train/loss.hpp"
 #include "loom/train/parameters.hpp"
 
 namespace loom::train {
-
-// `sequences` rows of `length` tokens, each row its own sequence from position 0.
-// targets[i] is the token that should follow inputs[i], or ignore_index.
-struct Batch {
-    std::span<const int> inputs;   // [sequences * length]
-    std::span<const int> targets;  // [sequences * length]
-    std::size_t sequences = 0;
-    std::size_t length = 0;
-};
 
 // What one decoder layer's forward keeps for its backward.
 struct LayerActivations {
@@ -88,27 +80,27 @@ private:
     std::size_t vocab() const noexcept { return model_.config().vocab_size; }
 
     void plan(const Batch& batch) {
-        if (batch.sequences == 0 || batch.length == 0) throw argument_error("a training batch needs at least one token");
-        if (batch.inputs.size() != batch.sequences * batch.length || batch.targets.size() != batch.inputs.size()) {
-            throw argument_error("training batch of " + std::to_string(batch.sequences) + " x " +
-                                 std::to_string(batch.length) + " tokens has " + std::to_string(batch.inputs.size()) +
+        if (batch.rows == 0 || batch.sequence_length == 0) throw argument_error("a training batch needs at least one token");
+        if (batch.inputs.size() != batch.rows * batch.sequence_length || batch.targets.size() != batch.inputs.size()) {
+            throw argument_error("training batch of " + std::to_string(batch.rows) + " x " +
+                                 std::to_string(batch.sequence_length) + " tokens has " + std::to_string(batch.inputs.size()) +
                                  " inputs and " + std::to_string(batch.targets.size()) + " targets");
         }
-        if (batch.length > model_.config().max_position_embeddings) {
-            throw argument_error("sequence length " + std::to_string(batch.length) + " exceeds the model's context (" +
+        if (batch.sequence_length > model_.config().max_position_embeddings) {
+            throw argument_error("sequence length " + std::to_string(batch.sequence_length) + " exceeds the model's context (" +
                                  std::to_string(model_.config().max_position_embeddings) + " positions)");
         }
-        if (batch.sequences == planned_sequences_ && batch.length == planned_length_) return;
-        planned_sequences_ = batch.sequences;
-        planned_length_ = batch.length;
-        rows_ = batch.sequences * batch.length;
+        if (batch.rows == planned_sequences_ && batch.sequence_length == planned_length_) return;
+        planned_sequences_ = batch.rows;
+        planned_length_ = batch.sequence_length;
+        rows_ = batch.rows * batch.sequence_length;
         sequences_.clear();
-        for (std::size_t s = 0; s < batch.sequences; ++s) sequences_.push_back({s * batch.length, batch.length});
+        for (std::size_t s = 0; s < batch.rows; ++s) sequences_.push_back({s * batch.sequence_length, batch.sequence_length});
         const std::size_t half = model_.rope().half();
         cosines_.resize(rows_ * half);
         sines_.resize(rows_ * half);
         for (std::size_t row = 0; row < rows_; ++row) {
-            model_.rope().angles(row % batch.length, cosines_.data() + row * half, sines_.data() + row * half);
+            model_.rope().angles(row % batch.sequence_length, cosines_.data() + row * half, sines_.data() + row * half);
         }
         const std::size_t layers = model_.layers().size();
         layer_inputs_.assign(layers + 1, std::vector<float>(rows_ * hidden()));

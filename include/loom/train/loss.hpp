@@ -11,11 +11,9 @@
 #include "loom/core/thread_pool.hpp"
 #include "loom/kernels/math.hpp"
 #include "loom/kernels/ops.hpp"
+#include "loom/train/batch.hpp"
 
 namespace loom::train {
-
-// A target with this value is not trained on (a prompt token, padding).
-inline constexpr int ignore_index = -100;
 
 struct Loss {
     double value = 0.0;       // mean over counted targets (0 when none count)
