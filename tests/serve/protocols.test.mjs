@@ -126,12 +126,6 @@ test('verification demo: /api/status and /api/generate with init/token/done even
   assert.equal(badNumber.status, 400);
 });
 
-test('POST /api/train answers 501 with a clear message until training exists', async () => {
-  const response = await postJson(`${server.url}/api/train`, { text: 'hello', steps: 1, learningRate: 0.001 });
-  assert.equal(response.status, 501);
-  assert.match((await response.json()).error, /training is not available/);
-});
-
 test('/ redirects to the UI, /web/ serves it, CORS preflight', async () => {
   const root = await fetch(`${server.url}/`, { redirect: 'manual' });
   assert.equal(root.status, 302);

@@ -36,6 +36,8 @@ struct ServeCommand {
     std::size_t body_limit = 8u << 20;
     std::string api_key;
     std::string cors_origin = "*";
+    bool training = true;
+    std::size_t train_wait_seconds = 30;
     bool help = false;
 };
 
@@ -43,6 +45,7 @@ inline const char* serve_usage() {
     return "usage: loom_serve [--model DIR|Org/Name] [--host ADDR] [--port N] [--threads N] [--parallel N]\n"
            "                  [--ctx-size N] [--api-key KEY] [--cors-origin ORIGIN] [--alias NAME]\n"
            "                  [--queue N] [--batch-size N] [--timeout SECONDS] [--body-limit BYTES]\n"
+           "                  [--no-train] [--train-wait SECONDS]\n"
            "\n"
            "  --model        a model folder or an Org/Name id in the Hugging Face cache; without it, the\n"
            "                 small built-in model (token ids only: it has no tokenizer)\n"
@@ -58,7 +61,10 @@ inline const char* serve_usage() {
            "  --queue        requests that may wait for a slot; beyond, 503 with Retry-After (default 64)\n"
            "  --batch-size   prompt tokens per step, so running streams keep flowing (default 512)\n"
            "  --timeout      seconds a request may take, waiting included (default 600)\n"
-           "  --body-limit   largest request body in bytes; beyond, 413 (default 8 MiB)\n";
+           "  --body-limit   largest request body in bytes; beyond, 413 (default 8 MiB)\n"
+           "  --no-train     refuse POST /api/train (403); by default it trains the served weights in memory\n"
+           "                 (an f32 copy, made on the first run) and later requests use them\n"
+           "  --train-wait   seconds a generation request waits for a training run; beyond, 503 (default 30)\n";
 }
 
 inline ServeCommand parse_serve_arguments(const std::vector<std::string>& arguments) {
@@ -72,6 +78,10 @@ inline ServeCommand parse_serve_arguments(const std::vector<std::string>& argume
         const std::string& flag = arguments[i];
         if (flag == "--help" || flag == "-h") {
             command.help = true;
+            continue;
+        }
+        if (flag == "--no-train") {
+            command.training = false;
             continue;
         }
         if (flag.rfind("--", 0) != 0) throw argument_error("unexpected argument '" + flag + "'");
@@ -88,6 +98,7 @@ inline ServeCommand parse_serve_arguments(const std::vector<std::string>& argume
         else if (flag == "--batch-size") command.batch = positive(flag, parse_integer<std::size_t>(flag, value), 1u << 20);
         else if (flag == "--timeout") command.timeout_seconds = positive(flag, parse_integer<std::size_t>(flag, value), 1u << 24);
         else if (flag == "--body-limit") command.body_limit = positive(flag, parse_integer<std::size_t>(flag, value), std::size_t(1) << 32);
+        else if (flag == "--train-wait") command.train_wait_seconds = parse_integer<std::size_t>(flag, value);
         else if (flag == "--api-key") command.api_key = value;
         else if (flag == "--cors-origin") command.cors_origin = value;
         else throw argument_error("unknown option '" + flag + "' (see --help)");
@@ -136,6 +147,8 @@ inline int run_serve(const std::vector<std::string>& arguments, const StaticAsse
         engine_options.threads = command.threads;
         engine_options.prefill_chunk = command.batch;
         engine_options.timeout = std::chrono::seconds(command.timeout_seconds);
+        engine_options.training = command.training;
+        engine_options.training_wait = std::chrono::seconds(command.train_wait_seconds);
         Engine engine(model, text_tokenizer.get(), engine_options);
 
         ServerOptions server_options;

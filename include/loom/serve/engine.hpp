@@ -8,6 +8,10 @@
 // Requests reach the engine through submit(); results come back as events on the Job,
 // which the HTTP side waits on. Cancelling a Job (a client that went away) frees its slot
 // at the next step.
+//
+// Training (submit_training) runs on the same thread between two steps, so it holds the
+// weights alone: running requests pause, new ones wait for it (up to a limit). The first
+// run swaps the model for a trainable f32 copy, which every later request then uses.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -29,6 +33,7 @@
 #include "loom/kernels/math.hpp"
 #include "loom/models/load.hpp"
 #include "loom/tokenizer/tokenizer.hpp"
+#include "loom/train/trainer.hpp"
 
 namespace loom::serve {
 
@@ -50,12 +55,19 @@ struct CompletionRequest {
     std::chrono::milliseconds timeout{0};  // 0: the engine's default
 };
 
+// A few optimizer steps on one text, as the old demo's POST /api/train asks for.
+struct TrainingRequest {
+    std::vector<int> tokens;  // the text; the model learns to predict each token from the ones before
+    std::size_t steps = 5;
+    double learning_rate = 1e-3;
+};
+
 struct TokenLogprob {
     int id = 0;
     float logprob = 0.0f;
 };
 
-enum class EventKind { token, finished, failed };
+enum class EventKind { token, finished, failed, training_step };
 
 struct Event {
     EventKind kind = EventKind::token;
@@ -66,6 +78,11 @@ struct Event {
     generate::FinishReason finish_reason = generate::FinishReason::length;
     generate::Timings timings;
     std::string error;  // failed: why
+    std::size_t step = 0;     // training_step: 1-based
+    double loss = 0.0;        // training_step: the loss before this step's update
+    double elapsed_ms = 0.0;  // training: since the run started (finished: the whole run)
+
+    bool ends_job() const noexcept { return kind == EventKind::finished || kind == EventKind::failed; }
 };
 
 // One request as the HTTP side sees it: a queue of events, and a way to give up.
@@ -105,6 +122,8 @@ struct EngineOptions {
     std::size_t threads = 1;
     std::size_t prefill_chunk = 512;  // prompt tokens per step, so running requests keep streaming
     std::chrono::milliseconds timeout{std::chrono::minutes(10)};
+    bool training = true;                                              // accept submit_training()
+    std::chrono::milliseconds training_wait{std::chrono::seconds(30)};  // longest a request waits for training
 };
 
 // Counters for /metrics, read without stopping the engine.
@@ -118,6 +137,8 @@ struct EngineStats {
     std::uint64_t prompt_tokens = 0;
     std::uint64_t generated_tokens = 0;
     std::uint64_t steps = 0;
+    std::uint64_t training_runs = 0;
+    std::uint64_t training_steps = 0;
     double prompt_seconds = 0.0;    // step time spent on prompt tokens (split by token share)
     double generate_seconds = 0.0;  // step time spent on generated tokens
 };
@@ -125,7 +146,8 @@ struct EngineStats {
 class Engine {
 public:
     Engine(const models::LoadedModel& model, const tokenizer::Tokenizer* text_tokenizer, EngineOptions options)
-        : model_(model), tokenizer_(text_tokenizer), options_(options), pool_(options.threads) {
+        : model_(model), network_(model.network.get()), tokenizer_(text_tokenizer), options_(options),
+          pool_(options.threads) {
         if (options_.slots == 0) throw argument_error("the engine needs at least one slot");
         if (options_.prefill_chunk == 0) throw argument_error("prefill chunk must be at least 1 token");
         const std::size_t positions = model_.config().max_position_embeddings;
@@ -147,7 +169,11 @@ public:
         validate(request);
         auto job = std::make_shared<Job>();
         {
-            std::lock_guard lock(mutex_);
+            std::unique_lock lock(mutex_);
+            if (!training_done_.wait_for(lock, options_.training_wait, [&] { return !training_ || stopping_; })) {
+                throw busy_error("the model is training (POST /api/train) and did not finish within " +
+                                 std::to_string(options_.training_wait.count()) + " ms; retry later");
+            }
             if (stopping_) throw busy_error("the server is shutting down");
             if (waiting_.size() >= options_.queue_limit) {
                 throw busy_error("all " + std::to_string(options_.slots) + " slots are busy and " +
@@ -155,6 +181,32 @@ public:
             }
             const auto timeout = request.timeout.count() > 0 ? request.timeout : options_.timeout;
             waiting_.push_back(std::make_unique<Running>(std::move(request), job, Clock::now(), timeout));
+        }
+        wake_.notify_all();
+        return job;
+    }
+
+    // Queues a training run; its job gets a training_step event per step, then finished
+    // (or failed). Throws unsupported_error when training is off, argument_error for a
+    // request that cannot run, busy_error while another run is queued or running.
+    std::shared_ptr<Job> submit_training(TrainingRequest request) {
+        if (!options_.training) throw unsupported_error("training is disabled on this server (--no-train)");
+        if (request.tokens.size() < 2) {
+            throw argument_error("the text has " + std::to_string(request.tokens.size()) +
+                                 " token(s); training needs at least 2 (one to read, one to predict)");
+        }
+        if (request.tokens.size() > options_.context) {
+            throw argument_error("the text has " + std::to_string(request.tokens.size()) + " tokens; the context holds " +
+                                 std::to_string(options_.context));
+        }
+        if (request.steps == 0) throw argument_error("training needs at least 1 step");
+        auto job = std::make_shared<Job>();
+        {
+            std::lock_guard lock(mutex_);
+            if (stopping_) throw busy_error("the server is shutting down");
+            if (training_) throw busy_error("a training run is already in progress; retry when it finishes");
+            training_ = true;
+            pending_training_.emplace(PendingTraining{std::move(request), job});
         }
         wake_.notify_all();
         return job;
@@ -176,6 +228,7 @@ public:
             stopping_ = true;
         }
         wake_.notify_all();
+        training_done_.notify_all();
         if (worker_.joinable()) worker_.join();
     }
 
@@ -232,7 +285,11 @@ private:
             {
                 std::unique_lock lock(mutex_);
                 busy_ = active.size();
-                wake_.wait(lock, [&] { return stopping_ || !waiting_.empty() || !active.empty(); });
+                wake_.wait(lock, [&] { return stopping_ || pending_training_ || !waiting_.empty() || !active.empty(); });
+                if (stopping_ && pending_training_) {
+                    post_failure(*pending_training_->job, "the server is shutting down");
+                    pending_training_.reset();
+                }
                 if (stopping_) {
                     for (auto& running : waiting_) active.push_back(std::move(running));
                     waiting_.clear();
@@ -241,6 +298,16 @@ private:
                     std::lock_guard relock(mutex_);
                     busy_ = 0;
                     return;
+                }
+                if (pending_training_) {
+                    PendingTraining training = std::move(*pending_training_);
+                    pending_training_.reset();
+                    lock.unlock();
+                    run_training(training);  // running requests pause until it is done
+                    lock.lock();
+                    training_ = false;
+                    training_done_.notify_all();
+                    continue;
                 }
                 drop_expired_waiting();
                 while (active.size() < options_.slots && !waiting_.empty()) {
@@ -275,7 +342,7 @@ private:
             }
             const auto step_start = Clock::now();
             try {
-                model_.network->forward(batch, scratch, logits, pool_);
+                network_->forward(batch, scratch, logits, pool_);
             } catch (const std::exception& failure) {
                 for (auto& running : active) fail(*running, failure.what());
                 active.clear();
@@ -312,7 +379,7 @@ private:
         running.budget = std::min(running.request.max_tokens, options_.context - prompt);
         running.timings.prompt_tokens = prompt;
         try {
-            running.sequence = model_.network->new_sequence(prompt + std::max<std::size_t>(running.budget, 1));
+            running.sequence = network_->new_sequence(prompt + std::max<std::size_t>(running.budget, 1));
             running.history = running.request.prompt;
             if (tokenizer_) running.text.emplace(*tokenizer_, running.request.prompt, running.request.stop);
         } catch (const std::exception& failure) {
@@ -340,6 +407,73 @@ private:
         return false;
     }
 
+    struct PendingTraining {
+        TrainingRequest request;
+        std::shared_ptr<Job> job;
+    };
+
+    // A fresh AdamW (constant learning rate, no weight decay, gradients clipped at 1) over
+    // the whole text as one sequence, on the trainable copy of the weights.
+    void run_training(PendingTraining& pending) {
+        const auto start = Clock::now();
+        const auto elapsed_ms = [&] { return std::chrono::duration<double, std::milli>(Clock::now() - start).count(); };
+        try {
+            if (!trainable_) {
+                trainable_ = std::make_unique<train::TrainableLlama>(model_.config(), model_.network->weights());
+                network_ = trainable_->network.get();
+            }
+            train::TokenStream stream;
+            stream.append(pending.request.tokens, true);
+            stream.documents = 1;
+            const train::PackedDataset data(std::move(stream), pending.request.tokens.size() - 1, 0.0, "the request's text");
+            train::TrainingOptions options;
+            options.steps = pending.request.steps;
+            options.batch_size = 1;
+            options.sequence_length = data.sequence_length();
+            options.learning_rate = pending.request.learning_rate;
+            options.schedule = train::Schedule::constant;
+            options.adamw.weight_decay = 0.0;
+            options.validation_fraction = 0.0;
+            train::Trainer trainer(*trainable_, data, options, pool_);
+            {
+                std::lock_guard lock(mutex_);
+                ++stats_.training_runs;
+            }
+            while (!trainer.finished()) {
+                if (pending.job->cancelled()) return;  // the steps taken so far stay in the weights
+                {
+                    std::lock_guard lock(mutex_);
+                    if (stopping_) throw error("the server is shutting down");
+                }
+                const train::StepReport report = trainer.step();
+                {
+                    std::lock_guard lock(mutex_);
+                    ++stats_.training_steps;
+                }
+                Event event;
+                event.kind = EventKind::training_step;
+                event.step = report.step;
+                event.loss = report.loss;
+                event.elapsed_ms = elapsed_ms();
+                pending.job->post(std::move(event));
+            }
+            Event done;
+            done.kind = EventKind::finished;
+            done.step = trainer.steps_taken();
+            done.elapsed_ms = elapsed_ms();
+            pending.job->post(std::move(done));
+        } catch (const std::exception& failure) {
+            post_failure(*pending.job, failure.what());
+        }
+    }
+
+    static void post_failure(Job& job, const std::string& message) {
+        Event event;
+        event.kind = EventKind::failed;
+        event.error = message;
+        job.post(std::move(event));
+    }
+
     // Called with the lock held.
     void drop_expired_waiting() {
         const auto now = Clock::now();
@@ -349,10 +483,7 @@ private:
                 ++stats_.requests_cancelled;
             } else if (now > running.deadline) {
                 ++stats_.requests_failed;
-                Event event;
-                event.kind = EventKind::failed;
-                event.error = "the request timed out after " + running.timeout_text() + " waiting for a slot";
-                running.job->post(std::move(event));
+                post_failure(*running.job, "the request timed out after " + running.timeout_text() + " waiting for a slot");
             } else {
                 ++it;
                 continue;
@@ -448,6 +579,8 @@ private:
     }
 
     const models::LoadedModel& model_;
+    const models::Llama* network_;                    // the model's, until training swaps in trainable_'s
+    std::unique_ptr<train::TrainableLlama> trainable_;  // made by the first training run
     const tokenizer::Tokenizer* tokenizer_;
     EngineOptions options_;
     ThreadPool pool_;
@@ -458,6 +591,9 @@ private:
     std::deque<std::unique_ptr<Running>> waiting_;
     std::size_t busy_ = 0;
     bool stopping_ = false;
+    bool training_ = false;  // a run is queued or running
+    std::optional<PendingTraining> pending_training_;
+    std::condition_variable training_done_;
     EngineStats stats_;
     std::thread worker_;
 };

@@ -167,6 +167,8 @@ public:
         metric("loom_decode_tokens_per_second", "gauge", "Aggregate decode throughput over the server's life (all slots).",
                stats.generate_seconds > 0 ? double(stats.generated_tokens) / stats.generate_seconds : 0.0);
         metric("loom_steps_total", "counter", "Batched forward passes.", double(stats.steps));
+        metric("loom_training_runs_total", "counter", "POST /api/train runs started.", double(stats.training_runs));
+        metric("loom_training_steps_total", "counter", "Optimizer steps taken by /api/train runs.", double(stats.training_steps));
         metric("loom_queue_depth", "gauge", "Requests waiting for a slot.", double(stats.queued));
         metric("loom_slots_busy", "gauge", "Slots running a request.", double(stats.busy_slots));
         metric("loom_slots_total", "gauge", "Slots (requests decoded together).", double(stats.slots));
@@ -275,10 +277,8 @@ private:
     void get_demo_generate(const HttpRequest& request, std::string_view, Responder& responder) {
         demo_generate(detail::query_fields(std_view(request.target())), responder);
     }
-    void post_train(const HttpRequest&, std::string_view, Responder&) {
-        throw ApiError{http::status::not_implemented,
-                       "training is not available yet: this server generates only (POST /api/train arrives with Loom's "
-                       "training support)", {}, "not_implemented", "not_implemented_error"};
+    void post_train(const HttpRequest& request, std::string_view, Responder& responder) {
+        demo_train(parse_json_body(request.body()), responder);
     }
     void post_completions(const HttpRequest& request, std::string_view, Responder& responder) {
         openai_completion(parse_json_body(request.body()), false, responder);
@@ -537,7 +537,7 @@ private:
                 return false;
             }
             if (!event) continue;
-            const bool last = event->kind != EventKind::token;
+            const bool last = event->ends_job();
             if (!on_event(*event)) {
                 job.cancel();
                 return false;
@@ -554,7 +554,7 @@ private:
         std::optional<Event> last;
         const bool delivered = follow(job, responder, [&](const Event& event) {
             on_event(event);
-            if (event.kind != EventKind::token) last = event;
+            if (event.ends_job()) last = event;
             return true;
         });
         if (!delivered) return std::nullopt;
@@ -695,6 +695,38 @@ private:
                                                       {"remainingText", event.text},
                                                       {"timings", timings_json(event.timings)}})) &&
                    end(responder);
+        });
+    }
+
+    // POST /api/train {text, steps, learningRate}: real optimizer steps on the served
+    // weights, streamed as init / step / done events.
+    void demo_train(const json& body, Responder& responder) {
+        const Fields fields(body);
+        const std::string text = fields.required_text("text");
+        TrainingRequest request;
+        request.tokens = encode_text(text);
+        request.steps = std::size_t(fields.integer("steps", 5, 1, 1000));
+        request.learning_rate = fields.number("learningRate", 1e-3, 1e-8, 1.0);
+        const json init = {{"text", text}, {"tokens", request.tokens.size()}, {"steps", request.steps},
+                           {"learningRate", request.learning_rate}};
+        std::shared_ptr<Job> job;
+        try {
+            job = engine_.submit_training(std::move(request));
+        } catch (const unsupported_error& failure) {
+            throw ApiError{http::status::forbidden, failure.what(), {}, "training_disabled", "permission_error"};
+        } catch (const busy_error& failure) {
+            throw ApiError{http::status::service_unavailable, failure.what(), {}, "server_busy", "overloaded_error"};
+        } catch (const argument_error& failure) {
+            throw bad_request(failure.what(), "text");
+        }
+        if (!responder.begin_stream(stream_header())) return job->cancel();
+        if (!responder.write(sse_event("init", init))) return job->cancel();
+        follow(*job, responder, [&](const Event& event) {
+            if (event.kind == EventKind::training_step) {
+                return responder.write(sse_event("step", {{"step", event.step}, {"loss", event.loss}, {"elapsedMs", event.elapsed_ms}}));
+            }
+            if (event.kind == EventKind::failed) return responder.write(sse_event("error", {{"error", event.error}})) && end(responder);
+            return responder.write(sse_event("done", {{"totalSteps", event.step}, {"elapsedMs", event.elapsed_ms}})) && end(responder);
         });
     }
 
