@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <mutex>
 #include <cstring>
@@ -167,4 +168,18 @@ TEST_CASE("kernels: the thread pool covers the range once and rethrows a chunk's
     });
     CHECK(total == 100);
     CHECK_THROWS_AS(loom::ThreadPool(0), loom::argument_error);
+}
+
+TEST_CASE("kernels: tasks of 2 and 3 chunks in turn never hang the pool or visit an index twice", "[kernels][threads]") {
+    // A worker late from a 2-chunk task once read the next task's chunk count, ran a third
+    // chunk of the old task and counted it towards the new one: the caller then waited forever.
+    loom::ThreadPool pool(3);
+    std::atomic<std::size_t> visited{0};
+    std::size_t expected = 0;
+    for (int round = 0; round < 20000; ++round) {
+        const std::size_t count = 2 + round % 2;
+        expected += count;
+        pool.parallel_for(count, [&](std::size_t begin, std::size_t end) { visited += end - begin; });
+    }
+    CHECK(visited.load() == expected);
 }

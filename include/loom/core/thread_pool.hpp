@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -52,8 +53,13 @@ bool spin_until(Ready&& ready, std::chrono::microseconds budget) {
 
 class ThreadPool {
 public:
+    static constexpr std::size_t max_threads = 0xFFFF;  // chunk indices are 16 bits wide
+
     explicit ThreadPool(std::size_t thread_count = 1) {
-        if (thread_count == 0) throw argument_error("thread count must be at least 1");
+        if (thread_count == 0 || thread_count > max_threads) {
+            throw argument_error("thread count must be in 1.." + std::to_string(max_threads) + ", got " +
+                                 std::to_string(thread_count));
+        }
         // More threads than cores: a spinning thread would hold the core that the thread it
         // waits for needs, so hand off through the futex at once.
         const std::size_t cores = std::thread::hardware_concurrency();
@@ -96,11 +102,11 @@ public:
             (*static_cast<BodyType*>(context))(begin, end);
         };
         task_count_.store(count, std::memory_order_relaxed);
-        task_chunks_.store(std::uint32_t(threads), std::memory_order_relaxed);
         first_error_ = nullptr;
         done_.store(0, std::memory_order_relaxed);
         const std::uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
-        next_chunk_.store(std::uint64_t(generation) << 32, std::memory_order_release);  // publishes the task
+        next_chunk_.store(std::uint64_t(generation) << 32 | std::uint64_t(threads) << 16,
+                          std::memory_order_release);  // publishes the task
         generation_.store(generation, std::memory_order_release);
         generation_.notify_all();
 
@@ -110,15 +116,18 @@ public:
     }
 
 private:
-    // Claims and runs chunks of task `generation` until none is left. The claim checks the
-    // generation and takes an index in one atomic step, so a late worker can never take a
-    // chunk of a later task by mistake.
+    // Claims and runs chunks of task `generation` until none is left. The generation, the
+    // task's chunk count and the next index live in one atomic word, so a claim checks all
+    // three in one step: a late worker can neither take a chunk of a later task by mistake
+    // nor read the later task's chunk count for its own (which once let a worker run an
+    // extra chunk of a finished task and count it towards the next one's, so the caller
+    // waited forever).
     void run_chunks(std::uint32_t generation) noexcept {
         std::uint64_t next = next_chunk_.load(std::memory_order_acquire);
         for (;;) {
             if (std::uint32_t(next >> 32) != generation) return;
-            const std::uint32_t chunk = std::uint32_t(next);
-            const std::uint32_t chunks = task_chunks_.load(std::memory_order_relaxed);
+            const std::uint32_t chunk = std::uint32_t(next & 0xFFFFu);
+            const std::uint32_t chunks = std::uint32_t((next >> 16) & 0xFFFFu);
             if (chunk >= chunks) return;
             if (!next_chunk_.compare_exchange_weak(next, next + 1, std::memory_order_acq_rel)) continue;
             run_chunk(chunk, chunks);
@@ -163,9 +172,8 @@ private:
     // 32-bit: the width a futex waits on directly.
     std::atomic<std::uint32_t> generation_{0};
     std::atomic<std::uint32_t> done_{0};
-    std::atomic<std::uint64_t> next_chunk_{0};  // generation << 32 | next chunk index
+    std::atomic<std::uint64_t> next_chunk_{0};  // generation << 32 | chunks << 16 | next chunk index
     std::atomic<std::size_t> task_count_{0};
-    std::atomic<std::uint32_t> task_chunks_{0};
     std::atomic<bool> stopping_{false};
     // Written by the caller before next_chunk_ publishes the task, read after a claim.
     void* task_context_ = nullptr;
