@@ -145,14 +145,16 @@ inline void silu_multiply_backward(const float* gate, const float* up, const flo
     }
 }
 
-// out[c, r] = in[r, c] for in [rows, columns], in cache-sized squares.
-inline void transpose(const float* in, std::size_t rows, std::size_t columns, float* out) noexcept {
+// out[c, r] = in[r, c] (or += with `add`) for in [rows, columns], in cache-sized squares.
+inline void transpose(const float* in, std::size_t rows, std::size_t columns, float* out, bool add = false) noexcept {
     constexpr std::size_t square = 32;
     for (std::size_t r0 = 0; r0 < rows; r0 += square) {
         for (std::size_t c0 = 0; c0 < columns; c0 += square) {
             const std::size_t r1 = std::min(rows, r0 + square), c1 = std::min(columns, c0 + square);
             for (std::size_t r = r0; r < r1; ++r) {
-                for (std::size_t c = c0; c < c1; ++c) out[c * rows + r] = in[r * columns + c];
+                for (std::size_t c = c0; c < c1; ++c) {
+                    out[c * rows + r] = add ? out[c * rows + r] + in[r * columns + c] : in[r * columns + c];
+                }
             }
         }
     }

@@ -9,6 +9,7 @@
 #include "loom/core/thread_pool.hpp"
 #include "loom/kernels/matmul.hpp"
 #include "loom/kernels/ops.hpp"
+#include "loom/kernels/products.hpp"
 #include "loom/nn/gradient.hpp"
 
 namespace loom::nn {
@@ -18,7 +19,7 @@ struct LinearBackwardScratch {
     std::vector<float> weight_transposed;  // [in, out]
     std::vector<float> dout_transposed;    // [out, rows]
     std::vector<float> x_transposed;       // [in, rows]
-    std::vector<float> weight_gradient;    // [out, in]
+    kernels::ProductScratch products;
 };
 
 struct Linear {
@@ -40,25 +41,23 @@ struct Linear {
 
     // Backward of forward() with f32 weights. dout: [rows, out_features]. Writes
     // dx = dout W ([rows, in_features]) unless dx is null, and adds dW = dout^T x and
-    // dbias = column sums of dout to their gradients. Both products go through the forward
-    // kernel on transposed copies, so each element is one dot product in the fixed order.
+    // dbias = column sums of dout to their gradients. Both are products of rows on
+    // transposed copies (kernels/products.hpp), each element in one fixed order.
     void backward(const float* x, std::size_t rows, const float* dout, float* dx, const GradientOf& gradient_of,
                   LinearBackwardScratch& scratch, ThreadPool& pool) const {
         const std::size_t in = in_features(), out = out_features();
         if (dx) {
             scratch.weight_transposed.resize(in * out);
             kernels::transpose(f32_values(weight), out, in, scratch.weight_transposed.data());
-            kernels::matmul(dout, rows, f32_view(scratch.weight_transposed, in, out), nullptr, dx, pool);
+            kernels::product_of_rows(dout, rows, scratch.weight_transposed.data(), in, out, dx, false, scratch.products, pool);
         }
         if (float* weight_gradient = gradient_of(weight)) {
             scratch.dout_transposed.resize(out * rows);
             scratch.x_transposed.resize(in * rows);
-            scratch.weight_gradient.resize(out * in);
             kernels::transpose(dout, rows, out, scratch.dout_transposed.data());
             kernels::transpose(x, rows, in, scratch.x_transposed.data());
-            kernels::matmul(scratch.dout_transposed.data(), out, f32_view(scratch.x_transposed, in, rows), nullptr,
-                            scratch.weight_gradient.data(), pool);
-            kernels::add_in_place(weight_gradient, scratch.weight_gradient.data(), out * in);
+            kernels::product_of_rows(scratch.dout_transposed.data(), out, scratch.x_transposed.data(), in, rows,
+                                     weight_gradient, true, scratch.products, pool);
         }
         if (float* bias_gradient = bias ? gradient_of(*bias) : nullptr) {
             for (std::size_t r = 0; r < rows; ++r) kernels::add_in_place(bias_gradient, dout + r * out, out);
@@ -72,9 +71,6 @@ private:
     static const float* f32_values(const TensorView& view) {
         if (view.dtype != DType::f32) throw argument_error("backward passes need f32 weights (train on f32 master copies)");
         return reinterpret_cast<const float*>(view.data);
-    }
-    static TensorView f32_view(const std::vector<float>& values, std::size_t rows, std::size_t columns) {
-        return {DType::f32, {rows, columns}, reinterpret_cast<const std::byte*>(values.data())};
     }
 };
 

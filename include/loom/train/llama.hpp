@@ -71,7 +71,9 @@ public:
                   attention_scratch_.dx_part.capacity() + mlp_scratch_.dhidden.capacity() +
                   mlp_scratch_.dgate.capacity() + mlp_scratch_.dup.capacity() + mlp_scratch_.dx_up.capacity() +
                   linear_scratch_.weight_transposed.capacity() + linear_scratch_.dout_transposed.capacity() +
-                  linear_scratch_.x_transposed.capacity() + linear_scratch_.weight_gradient.capacity();
+                  linear_scratch_.x_transposed.capacity() + linear_scratch_.products.input_block.capacity() +
+                  linear_scratch_.products.weight_block.capacity() + linear_scratch_.products.partial.capacity() +
+                  linear_scratch_.products.total.capacity();
         return floats * sizeof(float);
     }
 
