@@ -127,19 +127,6 @@ constexpr const char* compiler_name() {
 }
 
 // Peak resident memory since the last reset, from /proc (VmHWM), in MiB.
-double peak_rss_mib() {
-    std::ifstream status("/proc/self/status");
-    for (std::string line; std::getline(status, line);) {
-        if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-    }
-    return 0.0;
-}
-
-void reset_peak_rss() {
-    std::ofstream clear("/proc/self/clear_refs");
-    clear << "5";
-}
-
 // Writes the checkpoint in a child process, so the memory used to build it never
 // counts towards this process's peak RSS.
 void write_checkpoint(const std::filesystem::path& folder, const loom::models::SyntheticModelSpec& spec) {
@@ -213,7 +200,7 @@ struct LoomRun {
 LoomRun run_loom(const std::filesystem::path& folder, const std::vector<int>& prompt, std::size_t new_tokens,
                  std::size_t threads) {
     LoomRun run;
-    reset_peak_rss();
+    loom_bench::reset_peak_rss();
     const auto model = loom::models::load_model(folder.string());
     run.weight_bytes_per_token = weight_bytes_per_token(model.network->weights());
     loom::ThreadPool pool(threads);
@@ -225,7 +212,7 @@ LoomRun run_loom(const std::filesystem::path& folder, const std::vector<int>& pr
                              options, pool);
     options.max_tokens = new_tokens;  // no EOS: always the full count
     run.timings = loom::generate::generate(*model.network, prompt, options, pool).timings;
-    run.peak_rss_mib = peak_rss_mib();
+    run.peak_rss_mib = loom_bench::peak_rss_mib();
     return run;
 }
 

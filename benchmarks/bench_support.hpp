@@ -52,6 +52,20 @@ inline std::string load_average() {
     return loadavg >> one_minute ? one_minute : "unknown";
 }
 
+// Peak resident memory since the last reset_peak_rss() (Linux).
+inline double peak_rss_mib() {
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);) {
+        if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+    }
+    return 0.0;
+}
+
+inline void reset_peak_rss() {
+    std::ofstream clear("/proc/self/clear_refs");
+    clear << "5";
+}
+
 inline void print_machine() {
     std::printf("CPU: %s, %u logical cores, load average %s at start\n", cpu_model_name().c_str(),
                 std::thread::hardware_concurrency(), load_average().c_str());
