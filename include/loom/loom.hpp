@@ -27,3 +27,5 @@
 #include "loom/tokenizer/load.hpp"
 #include "loom/tokenizer/streaming.hpp"
 #include "loom/trace/command_line.hpp"
+#include "loom/train/command_line.hpp"
+#include "loom/train/trainer.hpp"

@@ -87,8 +87,10 @@ inline void save_model(const Parameters& parameters, nlohmann::json config_json,
     for (std::filesystem::directory_iterator it(source_folder, status), end; !status && it != end; it.increment(status)) {
         const std::string name = it->path().filename().string();
         if (!it->is_regular_file() || detail::written_here(name)) continue;
+        // A copy made by an earlier save may be read-only (so was its source): replace it, not overwrite it.
         std::error_code copied;
-        std::filesystem::copy_file(it->path(), folder / name, std::filesystem::copy_options::overwrite_existing, copied);
+        std::filesystem::remove(folder / name, copied);
+        std::filesystem::copy_file(it->path(), folder / name, copied);
         if (copied) throw error((folder / name).string() + ": cannot copy from " + it->path().string() + ": " + copied.message());
     }
     if (status) throw error(source_folder.string() + ": cannot list the model folder: " + status.message());
