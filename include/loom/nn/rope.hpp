@@ -79,6 +79,19 @@ struct RotaryEmbedding {
     // x: [tokens, heads, head_dim]; token t is rotated by row t of cosines and sines
     // ([tokens, head_dim / 2] each, from angles()).
     void apply(float* x, std::size_t tokens, std::size_t heads, const float* cosines, const float* sines) const noexcept {
+        rotate(x, tokens, heads, cosines, sines, false);
+    }
+
+    // Backward of apply(): the gradient rotates back by the same angle (the transpose of a rotation).
+    void apply_backward(float* dx, std::size_t tokens, std::size_t heads, const float* cosines,
+                        const float* sines) const noexcept {
+        rotate(dx, tokens, heads, cosines, sines, true);
+    }
+
+private:
+    // Negating a sine is exact, so the forward rotation's bits do not depend on this sharing.
+    void rotate(float* x, std::size_t tokens, std::size_t heads, const float* cosines, const float* sines,
+                bool backwards) const noexcept {
         const std::size_t h2 = half();
         for (std::size_t t = 0; t < tokens; ++t) {
             const float* cos_row = cosines + t * h2;
@@ -88,27 +101,9 @@ struct RotaryEmbedding {
                 for (std::size_t i = 0; i < h2; ++i) {
                     const float first = vector[i];
                     const float second = vector[i + h2];
-                    vector[i] = first * cos_row[i] - second * sin_row[i];
-                    vector[i + h2] = second * cos_row[i] + first * sin_row[i];
-                }
-            }
-        }
-    }
-
-    // Backward of apply(): the gradient rotates back by the same angle (the transpose of a rotation).
-    void apply_backward(float* dx, std::size_t tokens, std::size_t heads, const float* cosines,
-                        const float* sines) const noexcept {
-        const std::size_t h2 = half();
-        for (std::size_t t = 0; t < tokens; ++t) {
-            const float* cos_row = cosines + t * h2;
-            const float* sin_row = sines + t * h2;
-            for (std::size_t h = 0; h < heads; ++h) {
-                float* vector = dx + (t * heads + h) * head_dim();
-                for (std::size_t i = 0; i < h2; ++i) {
-                    const float first = vector[i];
-                    const float second = vector[i + h2];
-                    vector[i] = first * cos_row[i] + second * sin_row[i];
-                    vector[i + h2] = second * cos_row[i] - first * sin_row[i];
+                    const float sine = backwards ? -sin_row[i] : sin_row[i];
+                    vector[i] = first * cos_row[i] - second * sine;
+                    vector[i + h2] = second * cos_row[i] + first * sine;
                 }
             }
         }
