@@ -197,20 +197,22 @@ void run_blocks(ThreadPool* pool, std::size_t count, Body&& body) {
 
 // ---- Gradient clipping ---------------------------------------------------------------
 
-// Scales every trainable gradient by min(1, max_norm / (norm + 1e-6)) as
-// torch.nn.utils.clip_grad_norm_ does, and returns the L2 norm of all trainable gradients
-// before clipping. The sum of squares runs in double over fixed blocks added in list
-// order, so the norm does not depend on the thread count. A non-finite norm (an overflow
-// or a NaN in backward) is returned with the gradients left as they are: the caller
-// decides whether to skip the step.
-inline float clip_gradient_norm(Parameters& parameters, double max_norm, ThreadPool* pool = nullptr) {
-    if (!(max_norm > 0.0) || !std::isfinite(max_norm)) {
-        throw argument_error("gradient clipping needs a positive finite max_norm, got " + std::to_string(max_norm));
-    }
+namespace detail {
+
+inline std::vector<const Parameter*> trainable_parameters(const Parameters& parameters) {
     std::vector<const Parameter*> trainable;
     for (const Parameter& parameter : parameters.list()) {
         if (parameter.trainable) trainable.push_back(&parameter);
     }
+    return trainable;
+}
+
+}  // namespace detail
+
+// The L2 norm of all trainable gradients. The sum of squares runs in double over fixed
+// blocks added in list order, so the norm does not depend on the thread count.
+inline float gradient_norm(const Parameters& parameters, ThreadPool* pool = nullptr) {
+    const std::vector<const Parameter*> trainable = detail::trainable_parameters(parameters);
     const std::vector<detail::Block> blocks = detail::split_into_blocks(trainable);
     std::vector<double> sums(blocks.size(), 0.0);
     detail::run_blocks(pool, blocks.size(), [&](std::size_t index) {
@@ -222,13 +224,26 @@ inline float clip_gradient_norm(Parameters& parameters, double max_norm, ThreadP
     });
     double total = 0.0;
     for (double sum : sums) total += sum;
-    const float norm = float(std::sqrt(total));
+    return float(std::sqrt(total));
+}
+
+// Scales every trainable gradient by min(1, max_norm / (norm + 1e-6)) as
+// torch.nn.utils.clip_grad_norm_ does, and returns gradient_norm() before clipping. A
+// non-finite norm (an overflow or a NaN in backward) is returned with the gradients left
+// as they are: the caller decides whether to skip the step.
+inline float clip_gradient_norm(Parameters& parameters, double max_norm, ThreadPool* pool = nullptr) {
+    if (!(max_norm > 0.0) || !std::isfinite(max_norm)) {
+        throw argument_error("gradient clipping needs a positive finite max_norm, got " + std::to_string(max_norm));
+    }
+    const float norm = gradient_norm(parameters, pool);
     if (!std::isfinite(norm)) return norm;
 
     // torch: clip_coef = max_norm / (total_norm + 1e-6) on an f32 tensor, where
     // scalar / tensor is tensor.reciprocal() * scalar; then clamp(max=1).
     const float coefficient = std::min(1.0f / (norm + float(1e-6)) * float(max_norm), 1.0f);
     if (coefficient == 1.0f) return norm;  // torch multiplies by 1 here, which changes nothing
+    const std::vector<const Parameter*> trainable = detail::trainable_parameters(parameters);
+    const std::vector<detail::Block> blocks = detail::split_into_blocks(trainable);
     detail::run_blocks(pool, blocks.size(), [&](std::size_t index) {
         const detail::Block& block = blocks[index];
         float* gradient = trainable[block.item]->gradient;

@@ -7,7 +7,6 @@
 #include <cstddef>
 #include <cstring>
 #include <filesystem>
-#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -119,9 +118,8 @@ public:
             report.tokens += batch.inputs.size();
             report.trained_targets += loss.targets;
         }
-        // The norm of all gradients; clipping to the largest finite value never scales.
-        const double limit = options_.clip > 0.0 ? options_.clip : std::numeric_limits<double>::max();
-        report.gradient_norm = clip_gradient_norm(model_.parameters, limit, &pool_);
+        report.gradient_norm = options_.clip > 0.0 ? clip_gradient_norm(model_.parameters, options_.clip, &pool_)
+                                                   : gradient_norm(model_.parameters, &pool_);
         if (!std::isfinite(report.loss) || !std::isfinite(report.gradient_norm)) {
             throw non_finite_error("step " + std::to_string(report.step) + ": the " +
                                    (std::isfinite(report.loss) ? "gradient norm" : "loss") + " is not finite (loss " +
