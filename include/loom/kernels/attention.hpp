@@ -38,6 +38,10 @@ struct AttentionSequence {
 
 namespace detail {
 
+// Scores are scaled by 1/sqrt(head_dim), computed in double and rounded once: inference
+// and training use this one value, so their forward passes give the same bits.
+inline float attention_scale(std::size_t head_dim) noexcept { return float(1.0 / std::sqrt(double(head_dim))); }
+
 // The keys a query at `position` attends to: [first, position].
 inline std::size_t first_key(std::size_t position, std::size_t sliding_window) noexcept {
     return sliding_window && position + 1 > sliding_window ? position + 1 - sliding_window : 0;
@@ -106,7 +110,7 @@ inline void causal_attention(std::span<const AttentionSequence> sequences, const
     const std::size_t head_dim = shape.head_dim;
     const std::size_t group = shape.query_heads / shape.kv_heads;
     const std::size_t kv_stride = shape.kv_heads * head_dim;
-    const float scale = float(1.0 / std::sqrt(double(head_dim)));
+    const float scale = detail::attention_scale(head_dim);
     std::size_t items = 0;
     for (const AttentionSequence& sequence : sequences) items += sequence.tokens * shape.query_heads;
     pool.parallel_for(items, [&](std::size_t begin, std::size_t end) {
@@ -166,7 +170,7 @@ inline void causal_attention_keeping(std::span<const TrainingSequence> sequences
     const std::size_t head_dim = shape.head_dim;
     const std::size_t group = shape.query_heads / shape.kv_heads;
     const std::size_t q_stride = shape.query_heads * head_dim, kv_stride = shape.kv_heads * head_dim;
-    const float scale = float(1.0 / std::sqrt(double(head_dim)));
+    const float scale = detail::attention_scale(head_dim);
     const std::vector<std::size_t> offsets = attention_weight_offsets(sequences, shape.query_heads);
     pool.parallel_for(sequences.size() * shape.query_heads, [&](std::size_t begin, std::size_t end) {
         for (std::size_t item = begin; item < end; ++item) {
@@ -203,7 +207,7 @@ inline void causal_attention_backward(std::span<const TrainingSequence> sequence
     const std::size_t head_dim = shape.head_dim;
     const std::size_t group = shape.query_heads / shape.kv_heads;
     const std::size_t q_stride = shape.query_heads * head_dim, kv_stride = shape.kv_heads * head_dim;
-    const float scale = float(1.0 / std::sqrt(double(head_dim)));
+    const float scale = detail::attention_scale(head_dim);
     const std::vector<std::size_t> offsets = attention_weight_offsets(sequences, shape.query_heads);
     pool.parallel_for(sequences.size() * shape.kv_heads, [&](std::size_t begin, std::size_t end) {
         thread_local std::vector<float> dscores, dquery;
