@@ -13,6 +13,18 @@
 #error "Loom needs -ffp-contract=off: use the loom::loom CMake target, or compile with -ffp-contract=off -DLOOM_FP_CONTRACT_OFF"
 #endif
 
+// LOOM_NATIVE_FAST selects the native-fast kernels: fused multiply-adds, and on CPUs with
+// AVX-512 BF16, bf16 weights multiplied by activations rounded to bf16 (the way llama.cpp
+// runs bf16 models). Results stay bit-identical for any thread count, batch composition and
+// prefill chunking, but differ from the portable kernels and between CPU families.
+// Defined by the CMake option LOOM_NATIVE_FAST for Loom's own programs, or by hand.
+#if defined(LOOM_NATIVE_FAST) && defined(__FMA__)
+#define LOOM_USE_FMA 1
+#endif
+#if defined(LOOM_NATIVE_FAST) && defined(__AVX512BF16__) && defined(__AVX512BW__)
+#define LOOM_USE_BF16_DOT 1
+#endif
+
 #define LOOM_VERSION_MAJOR 0
 #define LOOM_VERSION_MINOR 1
 #define LOOM_VERSION_PATCH 0

@@ -105,9 +105,29 @@ LOOM_ALWAYS_INLINE void store16(float* p, const Lanes16& v) noexcept {
     LOOM_UNROLL for (std::size_t i = 0; i < parts; ++i) store(p + i * width, v.part[i]);
 }
 
-// acc += a * b, rounded after the multiply and after the add.
+// acc += a * b, rounded after the multiply and after the add; in native-fast mode one fused
+// multiply-add, rounded once.
 LOOM_ALWAYS_INLINE void multiply_add(Lanes16& acc, const Lanes16& a, const Lanes16& b) noexcept {
+#if defined(LOOM_USE_FMA) && defined(LOOM_SIMD_X86_512)  // (xsimd 8.1's fma is a * b + c here, not fused)
+    acc.part[0] = _mm512_fmadd_ps(a.part[0], b.part[0], acc.part[0]);
+#elif defined(LOOM_USE_FMA) && defined(LOOM_SIMD_X86_256)
+    LOOM_UNROLL for (std::size_t i = 0; i < parts; ++i) acc.part[i] = _mm256_fmadd_ps(a.part[i], b.part[i], acc.part[i]);
+#elif defined(LOOM_USE_FMA) && defined(LOOM_SIMD_X86_128)
+    LOOM_UNROLL for (std::size_t i = 0; i < parts; ++i) acc.part[i] = _mm_fmadd_ps(a.part[i], b.part[i], acc.part[i]);
+#else
     LOOM_UNROLL for (std::size_t i = 0; i < parts; ++i) acc.part[i] = acc.part[i] + a.part[i] * b.part[i];
+#endif
+}
+
+// Which arithmetic the kernels use, for benchmark headers and logs.
+inline const char* kernel_mode() noexcept {
+#if defined(LOOM_USE_BF16_DOT)
+    return "native-fast (FMA, AVX-512 bf16 dot products)";
+#elif defined(LOOM_USE_FMA)
+    return "native-fast (FMA)";
+#else
+    return "portable (separate multiply and add)";
+#endif
 }
 
 LOOM_ALWAYS_INLINE float fold(const Lanes16& acc) noexcept {
