@@ -281,8 +281,7 @@ int run(const Options& options, int argc, char** argv) {
     for (int i = 0; i < argc; ++i) command_line += (i ? " " : "") + shell_quote(argv[i]);
     std::printf("command: %s\n", command_line.c_str());
     loom_bench::print_machine();
-    std::printf("Loom: SIMD target %s, %s, %s build\n", loom::kernels::simd::target_name(), compiler_name(),
-                LOOM_BUILD_CONFIG);
+    std::printf("Loom: %s, %s build\n", compiler_name(), LOOM_BUILD_CONFIG);
     std::printf("workload: %zu-token prompt, then %zu greedy tokens; synthetic checkpoints in %s, memory-mapped\n",
                 options.prompt_tokens, options.new_tokens, options.dir.c_str());
     std::fflush(stdout);

@@ -10,6 +10,7 @@
 
 #include <loom/core/error.hpp>
 #include <loom/generate/command_line.hpp>
+#include <loom/kernels/simd.hpp>
 
 namespace loom_bench {
 
@@ -69,6 +70,8 @@ inline void reset_peak_rss() {
 inline void print_machine() {
     std::printf("CPU: %s, %u logical cores, load average %s at start\n", cpu_model_name().c_str(),
                 std::thread::hardware_concurrency(), load_average().c_str());
+    std::printf("Loom kernels: %s, SIMD target %s\n", loom::kernels::simd::kernel_mode(),
+                loom::kernels::simd::target_name());
 }
 
 }  // namespace loom_bench
