@@ -81,6 +81,16 @@ void check_against_reference(const SyntheticModelSpec& spec, std::size_t prompt_
     const std::vector<int> reference_ids = reference.greedy_ids();
     REQUIRE(reference_ids.size() == greedy_steps);
 
+    // Native-fast kernels round the activations to bf16 before products with bf16 weights
+    // (as llama.cpp does): those checkpoints are held to a looser bound (the worst seen on
+    // these wide synthetic weights is 3e-2), and a near-tie may pick another greedy token.
+#if defined(LOOM_USE_BF16_DOT)
+    const bool rounded_activations = spec.dtype == loom::DType::bf16;
+#else
+    const bool rounded_activations = false;
+#endif
+    const double tolerance = rounded_activations ? 5e-2 : 1e-4;
+
     const auto model = loom::models::load_model((folder / "model").string());
     loom::ThreadPool pool(2);
     auto sequence = model.network->new_sequence(prompt.size() + greedy_steps);
@@ -93,7 +103,7 @@ void check_against_reference(const SyntheticModelSpec& spec, std::size_t prompt_
         model.network->forward(std::span<const int>(prompt.data() + position, count), sequence, LogitRows::all, logits, pool);
         for (std::size_t row = 0; row < count; ++row) {
             INFO("prompt position " << position + row);
-            CHECK(relative_error(&logits(row, 0), reference.prompt_logits(), position + row, reference.vocab) < 1e-4);
+            CHECK(relative_error(&logits(row, 0), reference.prompt_logits(), position + row, reference.vocab) < tolerance);
         }
         position += count;
     }
@@ -106,10 +116,10 @@ void check_against_reference(const SyntheticModelSpec& spec, std::size_t prompt_
         }
         const float* row = &logits(logits.shape(0) - 1, 0);
         INFO("greedy step " << step);
-        CHECK(relative_error(row, reference.step_logits(), step, reference.vocab) < 1e-4);
+        CHECK(relative_error(row, reference.step_logits(), step, reference.vocab) < tolerance);
         loom_ids.push_back(int(std::max_element(row, row + reference.vocab) - row));
     }
-    CHECK(loom_ids == reference_ids);
+    if (!rounded_activations) CHECK(loom_ids == reference_ids);
     // A trajectory that repeats one token would prove little: the weights are wide enough to vary it.
     CHECK(std::set<int>(reference_ids.begin(), reference_ids.end()).size() > 3);
 
@@ -117,7 +127,18 @@ void check_against_reference(const SyntheticModelSpec& spec, std::size_t prompt_
     loom::generate::GenerateOptions options;
     options.max_tokens = greedy_steps;
     const auto result = loom::generate::generate(*model.network, prompt, options, pool);
-    CHECK(result.ids == reference_ids);
+    if (rounded_activations) {
+        // The same choices as above up to (and including) the first that leaves the
+        // reference's path; after it the two runs are conditioned on different tokens.
+        std::size_t same = 0;
+        while (same < greedy_steps && loom_ids[same] == reference_ids[same]) ++same;
+        const auto checked = std::ptrdiff_t(std::min(greedy_steps, same + 1));
+        REQUIRE(result.ids.size() >= std::size_t(checked));
+        CHECK(std::vector<int>(result.ids.begin(), result.ids.begin() + checked) ==
+              std::vector<int>(loom_ids.begin(), loom_ids.begin() + checked));
+    } else {
+        CHECK(result.ids == reference_ids);
+    }
 }
 
 SyntheticModelSpec varied(const char* preset, loom::DType dtype) {
