@@ -173,22 +173,27 @@ inline void causal_attention_keeping(std::span<const TrainingSequence> sequences
     const float scale = detail::attention_scale(head_dim);
     const std::vector<std::size_t> offsets = attention_weight_offsets(sequences, shape.query_heads);
     pool.parallel_for(sequences.size() * shape.query_heads, [&](std::size_t begin, std::size_t end) {
+        thread_local std::vector<float> key_blocks;
         for (std::size_t item = begin; item < end; ++item) {
             const TrainingSequence& sequence = sequences[item / shape.query_heads];
             const std::size_t head = item % shape.query_heads, kv_head = head / group, tokens = sequence.tokens;
             const float* sequence_keys = keys + sequence.first_row * kv_stride + kv_head * head_dim;
             const float* sequence_values = values + sequence.first_row * kv_stride + kv_head * head_dim;
+            // The keys in the KV cache's layout (blocks of 16 positions, transposed), so the
+            // scores come from the inference kernel itself: 16 keys per accumulator instead
+            // of one latency-bound sum per key.
+            const std::size_t blocks = (tokens + reduction_lanes - 1) / reduction_lanes;
+            key_blocks.assign(blocks * head_dim * reduction_lanes, 0.0f);
+            for (std::size_t k = 0; k < tokens; ++k) {
+                float* block = key_blocks.data() + (k / reduction_lanes) * head_dim * reduction_lanes + k % reduction_lanes;
+                for (std::size_t d = 0; d < head_dim; ++d) block[d * reduction_lanes] = sequence_keys[k * kv_stride + d];
+            }
             for (std::size_t t = 0; t < tokens; ++t) {
                 float* row = weights + offsets[item / shape.query_heads] + (head * tokens + t) * tokens;
                 const float* query = queries + (sequence.first_row + t) * q_stride + head * head_dim;
                 const std::size_t first = detail::first_key(t, shape.sliding_window);
                 std::fill(row, row + tokens, 0.0f);
-                for (std::size_t k = first; k <= t; ++k) {
-                    const float* key = sequence_keys + k * kv_stride;
-                    float score = 0.0f;
-                    for (std::size_t d = 0; d < head_dim; ++d) score = score + query[d] * key[d];
-                    row[k] = score * scale;
-                }
+                detail::attention_scores(query, key_blocks.data(), head_dim, first, t + 1 - first, scale, row + first);
                 softmax(row + first, t + 1 - first);
                 detail::weighted_values(row + first, t + 1 - first, sequence_values + first * kv_stride, kv_stride,
                                         head_dim, out + (sequence.first_row + t) * q_stride + head * head_dim);

@@ -10,6 +10,7 @@
 
 #include "loom/core/dtype.hpp"
 #include "loom/core/tensor.hpp"
+#include "loom/core/thread_pool.hpp"
 #include "loom/kernels/math.hpp"
 #include "loom/kernels/reduce.hpp"
 #include "loom/kernels/simd.hpp"
@@ -146,18 +147,26 @@ inline void silu_multiply_backward(const float* gate, const float* up, const flo
 }
 
 // out[c, r] = in[r, c] (or += with `add`) for in [rows, columns], in cache-sized squares.
-inline void transpose(const float* in, std::size_t rows, std::size_t columns, float* out, bool add = false) noexcept {
+// The threads share the columns (rows of out): each element is written by one thread.
+inline void transpose(const float* in, std::size_t rows, std::size_t columns, float* out, ThreadPool& pool,
+                      bool add = false) {
     constexpr std::size_t square = 32;
-    for (std::size_t r0 = 0; r0 < rows; r0 += square) {
-        for (std::size_t c0 = 0; c0 < columns; c0 += square) {
-            const std::size_t r1 = std::min(rows, r0 + square), c1 = std::min(columns, c0 + square);
-            for (std::size_t r = r0; r < r1; ++r) {
+    pool.parallel_for((columns + square - 1) / square, [&](std::size_t first, std::size_t last) {
+        for (std::size_t c0 = first * square; c0 < std::min(columns, last * square); c0 += square) {
+            const std::size_t c1 = std::min(columns, c0 + square);
+            for (std::size_t r0 = 0; r0 < rows; r0 += square) {
+                const std::size_t r1 = std::min(rows, r0 + square);
                 for (std::size_t c = c0; c < c1; ++c) {
-                    out[c * rows + r] = add ? out[c * rows + r] + in[r * columns + c] : in[r * columns + c];
+                    float* target = out + c * rows;
+                    if (add) {
+                        for (std::size_t r = r0; r < r1; ++r) target[r] = target[r] + in[r * columns + c];
+                    } else {
+                        for (std::size_t r = r0; r < r1; ++r) target[r] = in[r * columns + c];
+                    }
                 }
             }
         }
-    }
+    });
 }
 
 // x += y

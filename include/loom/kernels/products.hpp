@@ -63,7 +63,7 @@ inline void product_of_rows(const float* a, std::size_t a_rows, const float* b, 
     }
     if (direct) return;
     if (swapped) {
-        transpose(total, input_rows, weight_rows, out, accumulate);
+        transpose(total, input_rows, weight_rows, out, pool, accumulate);
     } else if (accumulate) {
         add_in_place(out, total, size);
     } else {

@@ -48,14 +48,14 @@ struct Linear {
         const std::size_t in = in_features(), out = out_features();
         if (dx) {
             scratch.weight_transposed.resize(in * out);
-            kernels::transpose(f32_values(weight), out, in, scratch.weight_transposed.data());
+            kernels::transpose(f32_values(weight), out, in, scratch.weight_transposed.data(), pool);
             kernels::product_of_rows(dout, rows, scratch.weight_transposed.data(), in, out, dx, false, scratch.products, pool);
         }
         if (float* weight_gradient = gradient_of(weight)) {
             scratch.dout_transposed.resize(out * rows);
             scratch.x_transposed.resize(in * rows);
-            kernels::transpose(dout, rows, out, scratch.dout_transposed.data());
-            kernels::transpose(x, rows, in, scratch.x_transposed.data());
+            kernels::transpose(dout, rows, out, scratch.dout_transposed.data(), pool);
+            kernels::transpose(x, rows, in, scratch.x_transposed.data(), pool);
             kernels::product_of_rows(scratch.dout_transposed.data(), out, scratch.x_transposed.data(), in, rows,
                                      weight_gradient, true, scratch.products, pool);
         }
