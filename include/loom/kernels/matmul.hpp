@@ -163,7 +163,6 @@ void dot_tile_upto(std::size_t rows, std::size_t columns, const Input* x, std::s
     dot_tile<dtype, R, C>(x, x_stride, weight, weight_stride, in, out, out_stride, out_column_stride);
 }
 
-
 // The rows of x and the f32 panel of weights they are multiplied with should share the
 // core's L2 cache (1 MiB on Zen 4/5, 2 MiB on recent Intel cores).
 inline constexpr std::size_t cached_input_bytes = 640 * 1024;
