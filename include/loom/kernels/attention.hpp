@@ -36,6 +36,13 @@ struct AttentionSequence {
     float* out;                  // [tokens, query_heads, head_dim]
 };
 
+// Writes one key into a head's blocks of the layout above: position p lands in block p / 16,
+// as element [d][p % 16] of that block's [head_dim, 16] (16 keys fill one accumulator).
+inline void store_key_in_blocks(float* head_blocks, std::size_t position, const float* key, std::size_t head_dim) noexcept {
+    float* block = head_blocks + (position / reduction_lanes) * head_dim * reduction_lanes + position % reduction_lanes;
+    for (std::size_t d = 0; d < head_dim; ++d) block[d * reduction_lanes] = key[d];
+}
+
 namespace detail {
 
 // Scores are scaled by 1/sqrt(head_dim), computed in double and rounded once: inference
@@ -185,8 +192,7 @@ inline void causal_attention_keeping(std::span<const TrainingSequence> sequences
             const std::size_t blocks = (tokens + reduction_lanes - 1) / reduction_lanes;
             key_blocks.assign(blocks * head_dim * reduction_lanes, 0.0f);
             for (std::size_t k = 0; k < tokens; ++k) {
-                float* block = key_blocks.data() + (k / reduction_lanes) * head_dim * reduction_lanes + k % reduction_lanes;
-                for (std::size_t d = 0; d < head_dim; ++d) block[d * reduction_lanes] = sequence_keys[k * kv_stride + d];
+                store_key_in_blocks(key_blocks.data(), k, sequence_keys + k * kv_stride, head_dim);
             }
             for (std::size_t t = 0; t < tokens; ++t) {
                 float* row = weights + offsets[item / shape.query_heads] + (head * tokens + t) * tokens;

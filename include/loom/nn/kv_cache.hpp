@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "loom/core/error.hpp"
+#include "loom/kernels/attention.hpp"
 
 namespace loom::nn {
 
@@ -57,9 +58,8 @@ public:
         for (std::size_t t = 0; t < tokens; ++t) {
             const std::size_t position = first_position + t;
             for (std::size_t h = 0; h < kv_heads_; ++h) {
-                float* block = keys_[layer].get() + (h * key_blocks() + position / key_block) * key_block_floats();
-                const float* key = keys + t * row_size_ + h * head_dim_;
-                for (std::size_t d = 0; d < head_dim_; ++d) block[d * key_block + position % key_block] = key[d];
+                kernels::store_key_in_blocks(keys_[layer].get() + h * key_blocks() * key_block_floats(), position,
+                                             keys + t * row_size_ + h * head_dim_, head_dim_);
             }
         }
         std::copy(values, values + tokens * row_size_, values_[layer].get() + first_position * row_size_);
