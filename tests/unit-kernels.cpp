@@ -111,11 +111,7 @@ TEST_CASE("kernels: matmul gives the same bits for any thread count and any numb
         loom::kernels::matmul(x.data(), rows, weight, &bias, expected.data(), single);
         // Plain reference: the product is right, not just repeatable. (Native-fast kernels
         // round x to bf16 for bf16 weights: 2^-9 of each product.)
-#if defined(LOOM_USE_BF16_DOT)
-        const double input_rounding = dtype == loom::DType::bf16 ? std::ldexp(1.0, -8) : 0.0;
-#else
-        const double input_rounding = 0.0;
-#endif
+        const double input_rounding = loom::kernels::rounds_activations(dtype) ? std::ldexp(1.0, -8) : 0.0;
         for (std::size_t r = 0; r < rows; ++r) {
             for (std::size_t o = 0; o < out; ++o) {
                 double sum = bias.at(o), magnitude = 0.0;

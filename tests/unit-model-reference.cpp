@@ -12,6 +12,7 @@
 
 #include "loom/generate/generator.hpp"
 #include "loom/io/safetensors.hpp"
+#include "loom/kernels/matmul.hpp"
 #include "loom/models/load.hpp"
 #include "loom/models/synthetic.hpp"
 #include "test_support.hpp"
@@ -84,11 +85,7 @@ void check_against_reference(const SyntheticModelSpec& spec, std::size_t prompt_
     // Native-fast kernels round the activations to bf16 before products with bf16 weights
     // (as llama.cpp does): those checkpoints are held to a looser bound (the worst seen on
     // these wide synthetic weights is 3e-2), and a near-tie may pick another greedy token.
-#if defined(LOOM_USE_BF16_DOT)
-    const bool rounded_activations = spec.dtype == loom::DType::bf16;
-#else
-    const bool rounded_activations = false;
-#endif
+    const bool rounded_activations = loom::kernels::rounds_activations(spec.dtype);
     const double tolerance = rounded_activations ? 5e-2 : 1e-4;
 
     const auto model = loom::models::load_model((folder / "model").string());

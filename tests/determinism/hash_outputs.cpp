@@ -233,10 +233,7 @@ StoredTensor store_as(const std::vector<float>& values, DType dtype, loom::Shape
 bool near_exact_products(const std::vector<float>& x, std::size_t rows, const TensorView& weight, const TensorView* bias,
                          const std::vector<float>& out) {
     const std::size_t out_features = weight.shape[0], in = weight.shape[1];
-    double input_rounding = 0.0;
-#if defined(LOOM_USE_BF16_DOT)
-    if (weight.dtype == DType::bf16) input_rounding = std::ldexp(1.0, -8);
-#endif
+    const double input_rounding = loom::kernels::rounds_activations(weight.dtype) ? std::ldexp(1.0, -8) : 0.0;
     for (std::size_t r = 0; r < rows; ++r) {
         for (std::size_t o = 0; o < out_features; ++o) {
             double exact = bias ? double(bias->at(o)) : 0.0, magnitude = std::abs(exact);

@@ -23,6 +23,16 @@
 
 namespace loom::kernels {
 
+// Whether products with weights of `dtype` round their input rows first (native-fast bf16):
+// callers that bound the error of a product need to know.
+constexpr bool rounds_activations([[maybe_unused]] DType dtype) noexcept {
+#if defined(LOOM_USE_BF16_DOT)
+    return dtype == DType::bf16;
+#else
+    return false;
+#endif
+}
+
 namespace detail {
 
 // Tile sizes per target: the R*C accumulators (each 16 lanes) must stay in registers:
