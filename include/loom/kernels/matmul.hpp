@@ -41,9 +41,25 @@ namespace detail {
 inline constexpr std::size_t tile_rows = simd::parts == 1 ? 5 : simd::parts == 2 ? 2 : 1;
 inline constexpr std::size_t tile_columns = simd::parts == 1 ? 5 : simd::parts == 2 ? 3 : 3;
 
+// Decoding reads each weight once: memory bound. The columns are split into this many
+// contiguous parts read side by side, one row of each per step: a core keeps more reads
+// in flight from several sequential streams than from one (measured on Zen 5: 26 GB/s
+// with one stream, 42 GB/s with four). Each part is still read sequentially, which the
+// prefetcher follows (rows interleaved within one part measured 2-3x slower).
+inline constexpr std::size_t decode_streams = 4;
+// Up to this many rows, the streamed decode path (one tile of rows). Since the first band
+// of the panel path prefetches too, panels are faster from 2 rows on (measured on Zen 5
+// with the SmolLM2-135M shapes: 2 rows 1.1-1.4x, 3 rows 1.5x).
+inline constexpr std::size_t decode_rows = 1;
+
+// Tiles that read weights straight from memory (decoding, and the first band of a few
+// rows) ask for each cache line 2 KiB before they load it: on Zen 5 this made decoding
+// 1.2-1.3x faster and 4-12 rows 1.1-1.2x. Tiles over panels already in cache do not.
+inline constexpr std::size_t prefetch_distance = 2048;
+
 // out[r * out_stride + c * out_column_stride] = dot(x row r, weight row c) for R rows of x
 // and C weight rows `weight_stride` bytes apart.
-template <DType dtype, std::size_t R, std::size_t C>
+template <DType dtype, std::size_t R, std::size_t C, bool from_memory = false>
 void dot_tile(const float* x, std::size_t x_stride, const std::byte* weight, std::size_t weight_stride,
               std::size_t in, float* out, std::size_t out_stride, std::size_t out_column_stride = 1) noexcept {
     constexpr std::size_t element = dtype_size(dtype);
@@ -54,7 +70,13 @@ void dot_tile(const float* x, std::size_t x_stride, const std::byte* weight, std
     const std::size_t whole = in - in % reduction_lanes;
     for (std::size_t i = 0; i < whole; i += reduction_lanes) {
         simd::Lanes16 w[C];
-        LOOM_UNROLL for (std::size_t c = 0; c < C; ++c) w[c] = simd::load16_weights<dtype>(weight + c * weight_stride + i * element);
+        LOOM_UNROLL for (std::size_t c = 0; c < C; ++c) {
+            const std::byte* p = weight + c * weight_stride + i * element;
+            if constexpr (from_memory) {
+                if (i * element % 64 == 0) simd::prefetch(p + prefetch_distance);
+            }
+            w[c] = simd::load16_weights<dtype>(p);
+        }
         LOOM_UNROLL for (std::size_t r = 0; r < R; ++r) {
             const simd::Lanes16 xs = simd::load16(x + r * x_stride + i);
             LOOM_UNROLL for (std::size_t c = 0; c < C; ++c) simd::multiply_add(sums[r][c], xs, w[c]);
@@ -76,17 +98,6 @@ void dot_tile(const float* x, std::size_t x_stride, const std::byte* weight, std
     }
 }
 
-// Decoding reads each weight once: memory bound. The columns are split into this many
-// contiguous parts read side by side, one row of each per step: a core keeps more reads
-// in flight from several sequential streams than from one (measured on Zen 5: 26 GB/s
-// with one stream, 42 GB/s with four). Each part is still read sequentially, which the
-// prefetcher follows (rows interleaved within one part measured 2-3x slower).
-inline constexpr std::size_t decode_streams = 4;
-// Up to this many rows, the streamed decode path (one tile of rows); measured on Zen 5 with
-// the SmolLM2-135M shape, 2 rows ran 1.6x faster through it than through panels, 4 rows
-// 1.1x slower.
-inline constexpr std::size_t decode_rows = std::min<std::size_t>(3, tile_rows);
-
 #if defined(LOOM_USE_BF16_DOT)
 // Native-fast bf16: the activations are rounded to bf16 (to nearest even) and multiplied
 // with the stored bf16 weights by vdpbf16ps, which adds the products of elements 2j and
@@ -103,16 +114,14 @@ inline void round_to_bf16(const float* x, std::size_t count, std::uint16_t* out)
     }
 }
 
-template <std::size_t R, std::size_t C, bool Tail>
+template <std::size_t R, std::size_t C, bool from_memory, bool Tail>
 LOOM_ALWAYS_INLINE void bf16_dot_block(__m512 (&sums)[R][C], const std::uint16_t* x, std::size_t x_stride,
                                        const std::byte* weight, std::size_t weight_stride, std::size_t i,
                                        __mmask32 mask) noexcept {
     __m512bh w[C];
     LOOM_UNROLL for (std::size_t c = 0; c < C; ++c) {
         const std::byte* p = weight + c * weight_stride + i * 2;
-        // Decoding streams each weight once; without a prefetch these whole-line loads ran
-        // 1.3x slower than the widening loads of the f32 path (Zen 5).
-        if constexpr (R <= decode_rows) _mm_prefetch(reinterpret_cast<const char*>(p) + 2048, _MM_HINT_T0);
+        if constexpr (from_memory) simd::prefetch(p + prefetch_distance);
         w[c] = __m512bh(Tail ? _mm512_maskz_loadu_epi16(mask, p) : _mm512_loadu_si512(p));
     }
     LOOM_UNROLL for (std::size_t r = 0; r < R; ++r) {
@@ -125,7 +134,7 @@ LOOM_ALWAYS_INLINE void bf16_dot_block(__m512 (&sums)[R][C], const std::uint16_t
 
 // The tile of the float version, for activations already rounded to bf16 (`x_stride` in
 // elements).
-template <DType dtype, std::size_t R, std::size_t C>
+template <DType dtype, std::size_t R, std::size_t C, bool from_memory = false>
 void dot_tile(const std::uint16_t* x, std::size_t x_stride, const std::byte* weight, std::size_t weight_stride,
               std::size_t in, float* out, std::size_t out_stride, std::size_t out_column_stride = 1) noexcept {
     static_assert(dtype == DType::bf16, "bf16 activations pair with bf16 weights only");
@@ -136,10 +145,10 @@ void dot_tile(const std::uint16_t* x, std::size_t x_stride, const std::byte* wei
     }
     const std::size_t whole = in - in % block;
     for (std::size_t i = 0; i < whole; i += block) {
-        bf16_dot_block<R, C, false>(sums, x, x_stride, weight, weight_stride, i, 0);
+        bf16_dot_block<R, C, from_memory, false>(sums, x, x_stride, weight, weight_stride, i, 0);
     }
     if (whole < in) {
-        bf16_dot_block<R, C, true>(sums, x, x_stride, weight, weight_stride, whole, __mmask32((1ull << (in - whole)) - 1));
+        bf16_dot_block<R, C, from_memory, true>(sums, x, x_stride, weight, weight_stride, whole, __mmask32((1ull << (in - whole)) - 1));
     }
     LOOM_UNROLL for (std::size_t r = 0; r < R; ++r) {
         LOOM_UNROLL for (std::size_t c = 0; c < C; ++c) {
@@ -152,25 +161,26 @@ void dot_tile(const std::uint16_t* x, std::size_t x_stride, const std::byte* wei
 #endif
 
 // Picks the instantiation for a partial tile at the edge of the matrix.
-template <DType dtype, std::size_t R = tile_rows, std::size_t C = tile_columns, typename Input>
+template <DType dtype, std::size_t R = tile_rows, std::size_t C = tile_columns, bool from_memory = false,
+          typename Input>
 void dot_tile_upto(std::size_t rows, std::size_t columns, const Input* x, std::size_t x_stride,
                    const std::byte* weight, std::size_t weight_stride, std::size_t in, float* out,
                    std::size_t out_stride, std::size_t out_column_stride = 1) noexcept {
     if constexpr (R > 1) {
         if (rows < R) {
-            dot_tile_upto<dtype, R - 1, C>(rows, columns, x, x_stride, weight, weight_stride, in, out, out_stride,
-                                           out_column_stride);
+            dot_tile_upto<dtype, R - 1, C, from_memory>(rows, columns, x, x_stride, weight, weight_stride, in, out,
+                                                        out_stride, out_column_stride);
             return;
         }
     }
     if constexpr (C > 1) {
         if (columns < C) {
-            dot_tile_upto<dtype, R, C - 1>(rows, columns, x, x_stride, weight, weight_stride, in, out, out_stride,
-                                           out_column_stride);
+            dot_tile_upto<dtype, R, C - 1, from_memory>(rows, columns, x, x_stride, weight, weight_stride, in, out,
+                                                        out_stride, out_column_stride);
             return;
         }
     }
-    dot_tile<dtype, R, C>(x, x_stride, weight, weight_stride, in, out, out_stride, out_column_stride);
+    dot_tile<dtype, R, C, from_memory>(x, x_stride, weight, weight_stride, in, out, out_stride, out_column_stride);
 }
 
 // The rows of x and the f32 panel of weights they are multiplied with should share the
@@ -178,11 +188,22 @@ void dot_tile_upto(std::size_t rows, std::size_t columns, const Input* x, std::s
 inline constexpr std::size_t cached_input_bytes = 640 * 1024;
 inline constexpr std::size_t cached_panel_bytes = 256 * 1024;
 
-// Expanding a panel to f32 costs about as much as one pass of tiles over it; tiles that
-// widen bf16/f16 in registers pay a little on every pass instead. Up to this many rows
-// (a few sequences decoding together) widening in the tiles is cheaper: measured on
-// Zen 5, 8 rows ran 2x faster that way, while 128-row prefill was faster expanded.
-inline constexpr std::size_t expand_from_rows = 4 * tile_rows;
+// Up to this many rows (a few sequences decoding together, short prompts) the panels are
+// used as stored, the first band of rows reading them from memory with prefetches and the
+// others from cache. More rows go through f32 panels: bf16/f16 ones widened once into a
+// copy rather than in every tile. Measured on Zen 5 with the SmolLM2-135M shapes: 8-64 rows
+// 1.05-1.5x faster as stored, 96 rows and more 1.02-1.1x faster in f32 panels.
+inline constexpr std::size_t expand_from_rows = 96;
+// Widening in the tiles still wins when the f32 tiles' operands, a band of input rows and a
+// band of weight rows, would not fit the core's L1 data cache together (48 KiB on Zen 5):
+// bf16 weights with 1536 inputs (a down projection) ran 1.15x faster as stored at 128 rows.
+inline constexpr std::size_t cached_tile_bytes = 48 * 1024;
+
+template <DType dtype>
+bool uses_f32_panels(std::size_t rows, std::size_t in) noexcept {
+    if (rows < expand_from_rows) return false;
+    return dtype == DType::f32 || (tile_rows + tile_columns) * in * sizeof(float) <= cached_tile_bytes;
+}
 
 // Rows of x times one panel of weight rows (stored as `dtype`, `panel_stride` bytes apart),
 // tile by tile: every band of rows for one group of columns, then the next group.
@@ -208,8 +229,8 @@ void strided_products(const Input* x, std::size_t rows, std::size_t in, const st
     const std::size_t weight_stride = in * dtype_size(dtype);
     const std::size_t part = (end - begin) / Streams;
     for (std::size_t o = begin; o < begin + part; ++o) {
-        dot_tile_upto<dtype, tile_rows, Streams>(rows, Streams, x, in, weight + o * weight_stride, part * weight_stride, in,
-                                                 out + o, out_stride, part);
+        dot_tile_upto<dtype, tile_rows, Streams, true>(rows, Streams, x, in, weight + o * weight_stride,
+                                                       part * weight_stride, in, out + o, out_stride, part);
     }
     const std::size_t done = begin + part * Streams;
     panel_tiles<dtype>(x, rows, in, weight + done * weight_stride, weight_stride, end - done, out + done, out_stride);
@@ -253,14 +274,12 @@ void row_products(const Input* x, std::size_t rows, std::size_t in, const std::b
     if constexpr (!std::is_same_v<Input, float>) {
         return panel_products<dtype>(x, rows, in, weight, out, out_stride, begin, end);
     } else {
-        // Several rows (prefill, batches): a panel of weight rows, sized to share the L2
-        // cache with the rows of x, is reused for every row of x. For many rows it is
-        // expanded to f32 once; the expansion is exact, so the sums are the same as above.
-        // A panel is one long sequential read (short reads interleaved with compute left
-        // the expansion waiting on memory).
-        if constexpr (dtype != DType::f32) {
-            if (rows < expand_from_rows) return panel_products<dtype>(x, rows, in, weight, out, out_stride, begin, end);
-        }
+        if (!uses_f32_panels<dtype>(rows, in)) return panel_products<dtype>(x, rows, in, weight, out, out_stride, begin, end);
+        // Many rows (prefill, training): a panel of weight rows, sized to share the L2 cache
+        // with the rows of x, is reused for every row of x, expanded to f32 once; the
+        // expansion is exact, so the sums are the same as above. A panel is one long
+        // sequential read (short reads interleaved with compute left the expansion waiting
+        // on memory).
         thread_local std::vector<float> expanded;
         const std::size_t row_block = std::max(tile_rows, cached_input_bytes / (in * sizeof(float)) / tile_rows * tile_rows);
         const std::size_t panel = std::max(tile_columns, cached_panel_bytes / (in * sizeof(float)) / tile_columns * tile_columns);

@@ -65,6 +65,16 @@ inline float fold_lanes(float* lanes) noexcept {
 
 namespace simd {
 
+// Asks for the cache line at p ahead of its use (a hint: no effect on results).
+LOOM_ALWAYS_INLINE void prefetch(const void* p) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p, 0, 3);
+#else
+    (void)p;
+#endif
+}
+
+
 #if defined(LOOM_SIMD_XSIMD)
 using Floats = xsimd::batch<float>;
 inline constexpr std::size_t width = Floats::size;
