@@ -106,8 +106,8 @@ static_assert(simd::width == 2 * Doubles::size, "a float register widens to two 
 inline void widen(const simd::Floats& x, Doubles& low, Doubles& high) noexcept {
 #if defined(LOOM_EXP_X86) && XSIMD_WITH_AVX512F
     const __m512 v = x;
-    low = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-    high = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    low = _mm512_cvtps_pd(simd::low_half(v));
+    high = _mm512_cvtps_pd(simd::high_half(v));
 #elif defined(LOOM_EXP_X86) && XSIMD_WITH_AVX
     const __m256 v = x;
     low = _mm256_cvtps_pd(_mm256_castps256_ps128(v));

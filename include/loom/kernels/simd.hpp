@@ -74,7 +74,6 @@ LOOM_ALWAYS_INLINE void prefetch(const void* p) noexcept {
 #endif
 }
 
-
 #if defined(LOOM_SIMD_XSIMD)
 using Floats = xsimd::batch<float>;
 inline constexpr std::size_t width = Floats::size;
@@ -140,11 +139,20 @@ inline const char* kernel_mode() noexcept {
 #endif
 }
 
+#if defined(LOOM_SIMD_X86_512)
+// Lanes 0-7 and 8-15 of a 16-lane register. (The zero-masking forms: GCC 12's plain ones
+// start from a deliberately uninitialised register and warn at every use.)
+LOOM_ALWAYS_INLINE __m256 low_half(__m512 v) noexcept {
+    return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, _mm512_castps_pd(v), 0));
+}
+LOOM_ALWAYS_INLINE __m256 high_half(__m512 v) noexcept {
+    return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, _mm512_castps_pd(v), 1));
+}
+#endif
+
 LOOM_ALWAYS_INLINE float fold(const Lanes16& acc) noexcept {
 #if defined(LOOM_SIMD_X86_512)
-    const __m512 v = acc.part[0];
-    const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-    const __m256 eight = _mm256_add_ps(_mm512_castps512_ps256(v), high);
+    const __m256 eight = _mm256_add_ps(low_half(acc.part[0]), high_half(acc.part[0]));
     const __m128 four = _mm_add_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps(eight, 1));
 #elif defined(LOOM_SIMD_X86_256)
     const __m256 eight = _mm256_add_ps(acc.part[0], acc.part[1]);
@@ -172,11 +180,12 @@ LOOM_ALWAYS_INLINE Lanes16 load16_weights(const std::byte* p) noexcept {
     } else {
 #if defined(LOOM_SIMD_X86_512)
         {
+            // (Zero-masking forms with every lane kept: see low_half.)
             const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
             if constexpr (dtype == DType::bf16) {
-                return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16))};
+                return {_mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, _mm512_maskz_cvtepu16_epi32(0xffff, halves), 16))};
             } else {
-                return {_mm512_cvtph_ps(halves)};
+                return {_mm512_maskz_cvtph_ps(0xffff, halves)};
             }
         }
 #elif defined(LOOM_SIMD_X86_256)
