@@ -161,12 +161,13 @@ double read_bandwidth_gb_per_s(const std::vector<std::uint64_t>& words, std::siz
         const auto start = std::chrono::steady_clock::now();
         pool.parallel_for(words.size(), [&](std::size_t begin, std::size_t end) {
             constexpr std::size_t line = 8;  // 64-bit words per cache line: one vector per stream and step
+            constexpr std::size_t prefetch_words = loom::kernels::detail::prefetch_distance / sizeof(std::uint64_t);
             const std::size_t part = (end - begin) / streams / line * line;
             std::uint64_t sum = 0;
             for (std::size_t i = begin; i < begin + part; i += line) {
                 for (std::size_t stream = 0; stream < streams; ++stream) {
                     const std::uint64_t* block = words.data() + i + stream * part;
-                    if (prefetch) loom::kernels::simd::prefetch(block + loom::kernels::detail::prefetch_distance / sizeof(std::uint64_t));
+                    if (prefetch) loom::kernels::simd::prefetch(block + prefetch_words);
                     for (std::size_t j = 0; j < line; ++j) sum += block[j];
                 }
             }

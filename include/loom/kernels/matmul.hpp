@@ -148,7 +148,8 @@ void dot_tile(const std::uint16_t* x, std::size_t x_stride, const std::byte* wei
         bf16_dot_block<R, C, from_memory, false>(sums, x, x_stride, weight, weight_stride, i, 0);
     }
     if (whole < in) {
-        bf16_dot_block<R, C, from_memory, true>(sums, x, x_stride, weight, weight_stride, whole, __mmask32((1ull << (in - whole)) - 1));
+        const auto mask = __mmask32((1ull << (in - whole)) - 1);
+        bf16_dot_block<R, C, from_memory, true>(sums, x, x_stride, weight, weight_stride, whole, mask);
     }
     LOOM_UNROLL for (std::size_t r = 0; r < R; ++r) {
         LOOM_UNROLL for (std::size_t c = 0; c < C; ++c) {
@@ -274,7 +275,9 @@ void row_products(const Input* x, std::size_t rows, std::size_t in, const std::b
     if constexpr (!std::is_same_v<Input, float>) {
         return panel_products<dtype>(x, rows, in, weight, out, out_stride, begin, end);
     } else {
-        if (!uses_f32_panels<dtype>(rows, in)) return panel_products<dtype>(x, rows, in, weight, out, out_stride, begin, end);
+        if (!uses_f32_panels<dtype>(rows, in)) {
+            return panel_products<dtype>(x, rows, in, weight, out, out_stride, begin, end);
+        }
         // Many rows (prefill, training): a panel of weight rows, sized to share the L2 cache
         // with the rows of x, is reused for every row of x, expanded to f32 once; the
         // expansion is exact, so the sums are the same as above. A panel is one long

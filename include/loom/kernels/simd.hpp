@@ -65,7 +65,8 @@ inline float fold_lanes(float* lanes) noexcept {
 
 namespace simd {
 
-// Asks for the cache line at p ahead of its use (a hint: no effect on results).
+// Asks for the cache line at p ahead of its use. A hint: it never changes results and never
+// faults, so it may point past the end of a buffer.
 LOOM_ALWAYS_INLINE void prefetch(const void* p) noexcept {
 #if defined(__GNUC__) || defined(__clang__)
     __builtin_prefetch(p, 0, 3);
