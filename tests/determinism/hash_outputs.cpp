@@ -253,15 +253,15 @@ void hash_matmul(Hashes& hashes, SelfCheck& check, loom::ThreadPool& one, loom::
     loom::Random random(0x6d61746d756cull);
     for (DType dtype : all_dtypes) {
         // 1300 inputs: bf16/f16 tiles whose f32 operands would not fit L1 keep widening in
-        // the tiles at any row count; 100 rows: past the row count where the others switch
-        // to f32 panels.
+        // the tiles at any row count; 100 and 260 rows: past the row counts where the others
+        // switch to f32 panels (bf16/f16, then f32).
         for (std::size_t in : {1, 15, 16, 17, 64, 100, 576, 1300}) {
             for (std::size_t out : {1, 3, 5, 17, 64}) {
                 const double bound = 1.0 / std::sqrt(double(in));
                 const auto weight = store_as(uniform_floats(random, out * in, -bound, bound), dtype, {out, in});
                 const bool with_bias = out == 3 || out == 17;
                 const auto bias = store_as(uniform_floats(random, out, -0.5, 0.5), dtype, {out});
-                for (std::size_t rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 100}) {
+                for (std::size_t rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 100, 260}) {
                     const std::string name = "matmul/" + dtype_label(dtype) + "/in" + std::to_string(in) + "/out" +
                                              std::to_string(out) + "/rows" + std::to_string(rows) +
                                              (with_bias ? "/bias" : "");
