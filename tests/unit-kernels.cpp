@@ -14,6 +14,7 @@
 
 #include "loom/core/random.hpp"
 #include "loom/core/thread_pool.hpp"
+#include "loom/kernels/attention.hpp"
 #include "loom/kernels/math.hpp"
 #include "loom/kernels/matmul.hpp"
 #include "loom/kernels/ops.hpp"
@@ -155,6 +156,113 @@ TEST_CASE("kernels: rmsnorm and softmax match a double-precision reference", "[k
     double total = 0;
     for (float v : x) total += std::exp(double(v));
     for (std::size_t i = 0; i < dim; ++i) CHECK(probabilities[i] == Approx(std::exp(double(x[i])) / total).epsilon(1e-5));
+}
+
+namespace {
+
+// The attention order the kernels document, one head and one sum at a time: each score a
+// plain sum over d, the softmax of ops.hpp, each output a plain sum over ascending keys.
+struct AttentionCase {
+    loom::kernels::AttentionShape shape;
+    std::size_t first_position, tokens;
+};
+
+std::vector<float> attention_by_definition(const AttentionCase& c, const std::vector<float>& queries,
+                                           const std::vector<float>& keys, const std::vector<float>& values) {
+    const auto& shape = c.shape;
+    const std::size_t head_dim = shape.head_dim, group = shape.query_heads / shape.kv_heads;
+    const std::size_t kv_stride = shape.kv_heads * head_dim;
+    const float scale = float(1.0 / std::sqrt(double(head_dim)));
+    std::vector<float> out(c.tokens * shape.query_heads * head_dim);
+    for (std::size_t t = 0; t < c.tokens; ++t) {
+        for (std::size_t head = 0; head < shape.query_heads; ++head) {
+            const float* query = queries.data() + (t * shape.query_heads + head) * head_dim;
+            const std::size_t kv = head / group, position = c.first_position + t;
+            const std::size_t first = shape.sliding_window && position + 1 > shape.sliding_window
+                                          ? position + 1 - shape.sliding_window
+                                          : 0;
+            std::vector<float> weights;
+            for (std::size_t k = first; k <= position; ++k) {
+                float sum = 0.0f;
+                for (std::size_t d = 0; d < head_dim; ++d) sum = sum + query[d] * keys[k * kv_stride + kv * head_dim + d];
+                weights.push_back(sum * scale);
+            }
+            loom::kernels::softmax(weights.data(), weights.size());
+            for (std::size_t d = 0; d < head_dim; ++d) {
+                float sum = 0.0f;
+                for (std::size_t k = first; k <= position; ++k) {
+                    sum = sum + weights[k - first] * values[k * kv_stride + kv * head_dim + d];
+                }
+                out[(t * shape.query_heads + head) * head_dim + d] = sum;
+            }
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("kernels: attention follows its documented order for every head grouping, thread count and window",
+          "[kernels][attention][determinism]") {
+    using loom::kernels::AttentionShape;
+    const AttentionCase cases[] = {
+        {AttentionShape{9, 3, 64, 0}, 0, 37},    // SmolLM2: groups of 3, a prompt from position 0
+        {AttentionShape{9, 3, 64, 0}, 40, 1},    // one decoding step
+        {AttentionShape{14, 2, 64, 0}, 5, 19},   // Qwen2.5-0.5B: groups of 7 (4 + 3)
+        {AttentionShape{8, 1, 24, 0}, 16, 3},    // one kv head for 8 query heads; head_dim not a multiple of 16
+        {AttentionShape{4, 4, 20, 0}, 3, 30},    // no grouping
+        {AttentionShape{4, 2, 128, 7}, 20, 13},  // sliding window of 7
+        {AttentionShape{6, 2, 32, 5}, 0, 21},    // sliding window from position 0
+    };
+    for (const AttentionCase& c : cases) {
+        const auto& shape = c.shape;
+        CAPTURE(shape.query_heads, shape.kv_heads, shape.head_dim, shape.sliding_window, c.first_position, c.tokens);
+        const std::size_t positions = c.first_position + c.tokens, kv_stride = shape.kv_heads * shape.head_dim;
+        const auto queries = random_values(c.tokens * shape.query_heads * shape.head_dim, 31, 2.0);
+        const auto keys = random_values(positions * kv_stride, 32, 2.0);
+        const auto values = random_values(positions * kv_stride, 33);
+        const auto expected = attention_by_definition(c, queries, keys, values);
+
+        // The cache's layout, with NaN in the positions of the last key block nobody filled:
+        // they are computed in whole blocks and must not reach any output.
+        const std::size_t key_blocks = (positions + 15) / 16 + 1;
+        std::vector<float> cache_keys(shape.kv_heads * key_blocks * shape.head_dim * 16,
+                                      std::numeric_limits<float>::quiet_NaN());
+        for (std::size_t k = 0; k < positions; ++k) {
+            for (std::size_t kv = 0; kv < shape.kv_heads; ++kv) {
+                loom::kernels::store_key_in_blocks(cache_keys.data() + kv * key_blocks * shape.head_dim * 16, k,
+                                                   keys.data() + k * kv_stride + kv * shape.head_dim, shape.head_dim);
+            }
+        }
+        for (const std::size_t threads : {1, 3}) {
+            loom::ThreadPool pool(threads);
+            std::vector<float> out(expected.size());
+            const loom::kernels::AttentionSequence sequence{queries.data(), c.tokens, c.first_position, cache_keys.data(),
+                                                            values.data(), key_blocks, out.data()};
+            loom::kernels::causal_attention({&sequence, 1}, shape, pool);
+            CHECK(std::memcmp(out.data(), expected.data(), out.size() * sizeof(float)) == 0);
+
+            if (c.first_position == 0) {  // training's forward: whole sequences, weights kept
+                const loom::kernels::TrainingSequence whole{0, c.tokens};
+                std::vector<float> kept(expected.size()), weights(shape.query_heads * c.tokens * c.tokens, -1.0f);
+                loom::kernels::causal_attention_keeping({&whole, 1}, shape, queries.data(), keys.data(), values.data(),
+                                                        weights.data(), kept.data(), pool);
+                CHECK(std::memcmp(kept.data(), expected.data(), kept.size() * sizeof(float)) == 0);
+                for (std::size_t head = 0; head < shape.query_heads; ++head) {
+                    for (std::size_t t = 0; t < c.tokens; ++t) {
+                        const float* row = weights.data() + (head * c.tokens + t) * c.tokens;
+                        float total = 0.0f;
+                        for (std::size_t k = 0; k < c.tokens; ++k) {
+                            const bool outside = k > t || (shape.sliding_window && k + shape.sliding_window <= t);
+                            if (outside) CHECK(row[k] == 0.0f);
+                            total += row[k];
+                        }
+                        CHECK(total == Approx(1.0f).epsilon(1e-5));
+                    }
+                }
+            }
+        }
+    }
 }
 
 TEST_CASE("kernels: the thread pool covers the range once and rethrows a chunk's exception", "[kernels][threads]") {

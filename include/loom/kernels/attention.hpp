@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstddef>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "loom/core/thread_pool.hpp"
@@ -54,60 +55,167 @@ inline std::size_t first_key(std::size_t position, std::size_t sliding_window) n
     return sliding_window && position + 1 > sliding_window ? position + 1 - sliding_window : 0;
 }
 
-// scores[k] = (q . key(first_key + k)) * scale for k < count; keys: one head's
-// [blocks, head_dim, 16]. Positions of a block before first_key are computed and dropped.
-inline void attention_scores(const float* query, const float* keys, std::size_t head_dim, std::size_t first_key,
-                             std::size_t count, float scale, float* scores) noexcept {
-    const simd::Floats scale_lanes = simd::broadcast(scale);
-    const std::size_t end = first_key + count;
-    for (std::size_t block_start = first_key - first_key % reduction_lanes; block_start < end;
-         block_start += reduction_lanes) {
-        const float* block = keys + (block_start / reduction_lanes) * head_dim * reduction_lanes;
-        simd::Lanes16 sums = simd::zero16();
-        for (std::size_t d = 0; d < head_dim; ++d) {
-            const simd::Floats q = simd::broadcast(query[d]);
-            LOOM_UNROLL for (std::size_t p = 0; p < simd::parts; ++p) {
-                sums.part[p] = sums.part[p] + q * simd::load(block + d * reduction_lanes + p * simd::width);
+// The query heads that share a key/value head (grouped-query attention) are computed
+// together, up to this many at a time: each key and value is loaded once for all of them,
+// and their sums are independent chains the core overlaps, where one head's chain alone
+// waits on the adder's latency at every step.
+inline constexpr std::size_t heads_at_once = 4;
+
+// Calls body(first_head, std::integral_constant<size_t, Heads>) for consecutive chunks of
+// `heads` heads, Heads <= heads_at_once.
+template <typename Body>
+void in_head_chunks(std::size_t heads, Body&& body) {
+    for (std::size_t first = 0; first < heads; first += heads_at_once) {
+        switch (std::min(heads_at_once, heads - first)) {
+            case 1: body(first, std::integral_constant<std::size_t, 1>{}); break;
+            case 2: body(first, std::integral_constant<std::size_t, 2>{}); break;
+            case 3: body(first, std::integral_constant<std::size_t, 3>{}); break;
+            default: body(first, std::integral_constant<std::size_t, 4>{}); break;
+        }
+    }
+}
+
+// A decoding step reads every sequence's cache once, mostly from memory, in runs too short
+// for the hardware prefetcher: key lines are requested 8 KiB (two blocks of 16 positions)
+// and value rows 16 positions before their use. Measured on Zen 5 with 8 sequences of 100
+// positions in SmolLM2-135M's shape: 1.3x faster.
+inline constexpr std::size_t key_prefetch_distance = 8192;
+inline constexpr std::size_t value_prefetch_rows = 16;
+
+// Scores are computed for whole blocks of 16 positions; a row of them starts at the block
+// holding first_key, so the key at position p is element p - first_block_start(first_key).
+inline std::size_t first_block_start(std::size_t first_key) noexcept { return first_key - first_key % reduction_lanes; }
+inline std::size_t score_row_length(std::size_t first_key, std::size_t end) noexcept {
+    const std::size_t start = first_block_start(first_key);
+    return (end - start + reduction_lanes - 1) / reduction_lanes * reduction_lanes;
+}
+
+// Score blocks [block, block + Blocks) of Heads query heads `query_stride` floats apart:
+// scores[h * scores_stride + 16 * b + lane] = (query_h . key(16 * (block + b) + lane)) * scale.
+// keys: one kv head's [blocks, head_dim, 16].
+template <std::size_t Heads, std::size_t Blocks>
+LOOM_ALWAYS_INLINE void score_blocks(const float* queries, std::size_t query_stride, const float* keys,
+                                     std::size_t head_dim, std::size_t block, float scale, float* scores,
+                                     std::size_t scores_stride) noexcept {
+    const float* first = keys + block * head_dim * reduction_lanes;
+    simd::Lanes16 sums[Heads][Blocks];
+    LOOM_UNROLL for (auto& head : sums) {
+        LOOM_UNROLL for (auto& lanes : head) lanes = simd::zero16();
+    }
+    for (std::size_t d = 0; d < head_dim; ++d) {
+        simd::Lanes16 key[Blocks];
+        LOOM_UNROLL for (std::size_t b = 0; b < Blocks; ++b) {
+            const float* line = first + (b * head_dim + d) * reduction_lanes;
+            simd::prefetch(reinterpret_cast<const std::byte*>(line) + key_prefetch_distance);
+            key[b] = simd::load16(line);
+        }
+        LOOM_UNROLL for (std::size_t h = 0; h < Heads; ++h) {
+            const simd::Floats q = simd::broadcast(queries[h * query_stride + d]);
+            LOOM_UNROLL for (std::size_t b = 0; b < Blocks; ++b) {
+                LOOM_UNROLL for (std::size_t p = 0; p < simd::parts; ++p) {
+                    sums[h][b].part[p] = sums[h][b].part[p] + q * key[b].part[p];
+                }
             }
         }
-        LOOM_UNROLL for (std::size_t p = 0; p < simd::parts; ++p) sums.part[p] = sums.part[p] * scale_lanes;
-        alignas(64) float lanes[reduction_lanes];
-        simd::store16(lanes, sums);
-        const std::size_t first = std::max(block_start, first_key), last = std::min(block_start + reduction_lanes, end);
-        std::copy(lanes + (first - block_start), lanes + (last - block_start), scores + (first - first_key));
     }
-}
-
-// out[d] = sum_k weights[k] * value_k[d], keys in ascending order; values rows `stride`
-// apart. A block of `Vectors` SIMD registers of out stays in registers over all keys.
-template <std::size_t Vectors>
-inline void weighted_values_block(const float* weights, std::size_t count, const float* values, std::size_t stride,
-                                  float* out) noexcept {
-    simd::Floats sums[Vectors];
-    LOOM_UNROLL for (auto& sum : sums) sum = simd::broadcast(0.0f);
-    for (std::size_t k = 0; k < count; ++k) {
-        const simd::Floats weight = simd::broadcast(weights[k]);
-        const float* value = values + k * stride;
-        LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) {
-            sums[v] = sums[v] + weight * simd::load(value + v * simd::width);
+    const simd::Floats scale_lanes = simd::broadcast(scale);
+    LOOM_UNROLL for (std::size_t h = 0; h < Heads; ++h) {
+        LOOM_UNROLL for (std::size_t b = 0; b < Blocks; ++b) {
+            LOOM_UNROLL for (std::size_t p = 0; p < simd::parts; ++p) sums[h][b].part[p] = sums[h][b].part[p] * scale_lanes;
+            simd::store16(scores + h * scores_stride + b * reduction_lanes, sums[h][b]);
         }
     }
-    LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) simd::store(out + v * simd::width, sums[v]);
 }
 
-inline void weighted_values(const float* weights, std::size_t count, const float* values, std::size_t stride,
-                            std::size_t head_dim, float* out) noexcept {
-    constexpr std::size_t block = 4 * simd::width;
+// Scores of Heads query heads against the keys [first_key, end), in whole blocks: row h
+// (scores_stride >= score_row_length) holds the key at position p at p - first_block_start.
+// Positions of a block outside the range are computed and ignored.
+template <std::size_t Heads>
+void attention_scores(const float* queries, std::size_t query_stride, const float* keys, std::size_t head_dim,
+                      std::size_t first_key, std::size_t end, float scale, float* scores,
+                      std::size_t scores_stride) noexcept {
+    // Independent sums per step: a few blocks of keys when there are few heads.
+    constexpr std::size_t chains = simd::parts == 1 ? 6 : 4;
+    constexpr std::size_t Blocks = std::clamp<std::size_t>(chains / Heads, 1, 4);
+    const std::size_t first_block = first_key / reduction_lanes;
+    const std::size_t blocks = score_row_length(first_key, end) / reduction_lanes;
+    std::size_t b = 0;
+    for (; b + Blocks <= blocks; b += Blocks) {
+        score_blocks<Heads, Blocks>(queries, query_stride, keys, head_dim, first_block + b, scale,
+                                    scores + b * reduction_lanes, scores_stride);
+    }
+    for (; b < blocks; ++b) {
+        score_blocks<Heads, 1>(queries, query_stride, keys, head_dim, first_block + b, scale,
+                               scores + b * reduction_lanes, scores_stride);
+    }
+}
+
+// out_h[d] = sum_k weights[h * weights_stride + k] * value_k[d] for Heads heads (outputs
+// head_dim apart), keys in ascending order; values rows `stride` apart. Vectors SIMD
+// registers of each head's output stay in registers over all keys.
+template <std::size_t Heads, std::size_t Vectors>
+LOOM_ALWAYS_INLINE void weighted_values_block(const float* weights, std::size_t weights_stride, std::size_t count,
+                                              const float* values, std::size_t stride, float* out,
+                                              std::size_t head_dim) noexcept {
+    simd::Floats sums[Heads][Vectors];
+    LOOM_UNROLL for (auto& head : sums) {
+        LOOM_UNROLL for (auto& sum : head) sum = simd::broadcast(0.0f);
+    }
+    for (std::size_t k = 0; k < count; ++k) {
+        simd::Floats value[Vectors];
+        LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) {
+            const float* part = values + k * stride + v * simd::width;
+            if ((v * simd::width) % 16 == 0) simd::prefetch(part + value_prefetch_rows * stride);
+            value[v] = simd::load(part);
+        }
+        LOOM_UNROLL for (std::size_t h = 0; h < Heads; ++h) {
+            const simd::Floats weight = simd::broadcast(weights[h * weights_stride + k]);
+            LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) sums[h][v] = sums[h][v] + weight * value[v];
+        }
+    }
+    LOOM_UNROLL for (std::size_t h = 0; h < Heads; ++h) {
+        LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) simd::store(out + h * head_dim + v * simd::width, sums[h][v]);
+    }
+}
+
+template <std::size_t Heads>
+void weighted_values(const float* weights, std::size_t weights_stride, std::size_t count, const float* values,
+                     std::size_t stride, std::size_t head_dim, float* out) noexcept {
+    // Heads x Vectors accumulators plus the loaded values fit the register file.
+    constexpr std::size_t vectors = simd::parts == 1 ? 4 : 2;
+    constexpr std::size_t block = vectors * simd::width;
     std::size_t d = 0;
-    for (; d + block <= head_dim; d += block) weighted_values_block<4>(weights, count, values + d, stride, out + d);
+    for (; d + block <= head_dim; d += block) {
+        weighted_values_block<Heads, vectors>(weights, weights_stride, count, values + d, stride, out + d, head_dim);
+    }
     for (; d + simd::width <= head_dim; d += simd::width) {
-        weighted_values_block<1>(weights, count, values + d, stride, out + d);
+        weighted_values_block<Heads, 1>(weights, weights_stride, count, values + d, stride, out + d, head_dim);
     }
     for (; d < head_dim; ++d) {
-        float sum = 0.0f;
-        for (std::size_t k = 0; k < count; ++k) sum = sum + weights[k] * values[k * stride + d];
-        out[d] = sum;
+        for (std::size_t h = 0; h < Heads; ++h) {
+            float sum = 0.0f;
+            for (std::size_t k = 0; k < count; ++k) sum = sum + weights[h * weights_stride + k] * values[k * stride + d];
+            out[h * head_dim + d] = sum;
+        }
     }
+}
+
+// Attention of Heads query heads that share one kv head, for the query at `position`:
+// queries and out [Heads, head_dim]; keys: the kv head's [blocks, head_dim, 16]; values:
+// position 0 of the kv head, rows kv_stride apart. Leaves each head's softmax weights in
+// scores (rows score_row_length(first_key, position + 1) apart, see attention_scores).
+template <std::size_t Heads>
+void attend(const float* queries, const float* keys, const float* values, std::size_t kv_stride,
+            std::size_t head_dim, std::size_t position, std::size_t sliding_window, float scale,
+            std::vector<float>& scores, float* out) {
+    const std::size_t first_key = detail::first_key(position, sliding_window);
+    const std::size_t key_count = position + 1 - first_key;
+    const std::size_t row = score_row_length(first_key, position + 1);
+    const std::size_t skip = first_key - first_block_start(first_key);
+    if (scores.size() < Heads * row) scores.resize(Heads * row);
+    attention_scores<Heads>(queries, head_dim, keys, head_dim, first_key, position + 1, scale, scores.data(), row);
+    for (std::size_t h = 0; h < Heads; ++h) softmax(scores.data() + h * row + skip, key_count);
+    weighted_values<Heads>(scores.data() + skip, row, key_count, values + first_key * kv_stride, kv_stride, head_dim, out);
 }
 
 }  // namespace detail
@@ -118,32 +226,30 @@ inline void causal_attention(std::span<const AttentionSequence> sequences, const
     const std::size_t group = shape.query_heads / shape.kv_heads;
     const std::size_t kv_stride = shape.kv_heads * head_dim;
     const float scale = detail::attention_scale(head_dim);
+    // One item: the query heads of one kv head at one position.
     std::size_t items = 0;
-    for (const AttentionSequence& sequence : sequences) items += sequence.tokens * shape.query_heads;
+    for (const AttentionSequence& sequence : sequences) items += sequence.tokens * shape.kv_heads;
     pool.parallel_for(items, [&](std::size_t begin, std::size_t end) {
         thread_local std::vector<float> scores;
         std::size_t first_item = 0;  // of the current sequence
         auto sequence = sequences.begin();
         for (std::size_t item = begin; item < end; ++item) {
-            while (item >= first_item + sequence->tokens * shape.query_heads) {
-                first_item += sequence->tokens * shape.query_heads;
+            while (item >= first_item + sequence->tokens * shape.kv_heads) {
+                first_item += sequence->tokens * shape.kv_heads;
                 ++sequence;
             }
             const std::size_t local = item - first_item;
-            const std::size_t token = local / shape.query_heads;
-            const std::size_t head = local % shape.query_heads;
-            const std::size_t kv_head = head / group;
-            const std::size_t position = sequence->first_position + token;
-            const std::size_t first_key = detail::first_key(position, shape.sliding_window);
-            const std::size_t key_count = position + 1 - first_key;
-            scores.resize(key_count);
-            detail::attention_scores(sequence->queries + local * head_dim,
-                                     sequence->keys + kv_head * sequence->key_blocks * head_dim * reduction_lanes,
-                                     head_dim, first_key, key_count, scale, scores.data());
-            softmax(scores.data(), key_count);
-            detail::weighted_values(scores.data(), key_count,
-                                    sequence->values + first_key * kv_stride + kv_head * head_dim, kv_stride,
-                                    head_dim, sequence->out + local * head_dim);
+            const std::size_t token = local / shape.kv_heads;
+            const std::size_t kv_head = local % shape.kv_heads;
+            const std::size_t first_head = token * shape.query_heads + kv_head * group;
+            const float* keys = sequence->keys + kv_head * sequence->key_blocks * head_dim * reduction_lanes;
+            const float* values = sequence->values + kv_head * head_dim;
+            detail::in_head_chunks(group, [&](std::size_t chunk, auto heads) {
+                const std::size_t offset = (first_head + chunk) * head_dim;
+                detail::attend<decltype(heads)::value>(sequence->queries + offset, keys, values, kv_stride, head_dim,
+                                        sequence->first_position + token, shape.sliding_window, scale, scores,
+                                        sequence->out + offset);
+            });
         }
     });
 }
@@ -179,30 +285,36 @@ inline void causal_attention_keeping(std::span<const TrainingSequence> sequences
     const std::size_t q_stride = shape.query_heads * head_dim, kv_stride = shape.kv_heads * head_dim;
     const float scale = detail::attention_scale(head_dim);
     const std::vector<std::size_t> offsets = attention_weight_offsets(sequences, shape.query_heads);
-    pool.parallel_for(sequences.size() * shape.query_heads, [&](std::size_t begin, std::size_t end) {
-        thread_local std::vector<float> key_blocks;
+    pool.parallel_for(sequences.size() * shape.kv_heads, [&](std::size_t begin, std::size_t end) {
+        thread_local std::vector<float> key_blocks, scores;
         for (std::size_t item = begin; item < end; ++item) {
-            const TrainingSequence& sequence = sequences[item / shape.query_heads];
-            const std::size_t head = item % shape.query_heads, kv_head = head / group, tokens = sequence.tokens;
+            const TrainingSequence& sequence = sequences[item / shape.kv_heads];
+            const std::size_t kv_head = item % shape.kv_heads, tokens = sequence.tokens;
             const float* sequence_keys = keys + sequence.first_row * kv_stride + kv_head * head_dim;
             const float* sequence_values = values + sequence.first_row * kv_stride + kv_head * head_dim;
             // The keys in the KV cache's layout (blocks of 16 positions, transposed), so the
-            // scores come from the inference kernel itself: 16 keys per accumulator instead
-            // of one latency-bound sum per key.
+            // attention comes from the inference kernel itself.
             const std::size_t blocks = (tokens + reduction_lanes - 1) / reduction_lanes;
             key_blocks.assign(blocks * head_dim * reduction_lanes, 0.0f);
             for (std::size_t k = 0; k < tokens; ++k) {
                 store_key_in_blocks(key_blocks.data(), k, sequence_keys + k * kv_stride, head_dim);
             }
+            float* sequence_weights = weights + offsets[item / shape.kv_heads];
             for (std::size_t t = 0; t < tokens; ++t) {
-                float* row = weights + offsets[item / shape.query_heads] + (head * tokens + t) * tokens;
-                const float* query = queries + (sequence.first_row + t) * q_stride + head * head_dim;
                 const std::size_t first = detail::first_key(t, shape.sliding_window);
-                std::fill(row, row + tokens, 0.0f);
-                detail::attention_scores(query, key_blocks.data(), head_dim, first, t + 1 - first, scale, row + first);
-                softmax(row + first, t + 1 - first);
-                detail::weighted_values(row + first, t + 1 - first, sequence_values + first * kv_stride, kv_stride,
-                                        head_dim, out + (sequence.first_row + t) * q_stride + head * head_dim);
+                const std::size_t row = detail::score_row_length(first, t + 1);
+                const std::size_t skip = first - detail::first_block_start(first);
+                detail::in_head_chunks(group, [&](std::size_t chunk, auto heads) {
+                    const std::size_t head = kv_head * group + chunk;
+                    const std::size_t offset = (sequence.first_row + t) * q_stride + head * head_dim;
+                    detail::attend<decltype(heads)::value>(queries + offset, key_blocks.data(), sequence_values, kv_stride, head_dim,
+                                            t, shape.sliding_window, scale, scores, out + offset);
+                    for (std::size_t h = 0; h < decltype(heads)::value; ++h) {
+                        float* weight_row = sequence_weights + ((head + h) * tokens + t) * tokens;
+                        std::fill(weight_row, weight_row + tokens, 0.0f);
+                        std::copy_n(scores.data() + h * row + skip, t + 1 - first, weight_row + first);
+                    }
+                });
             }
         }
     });
