@@ -18,6 +18,7 @@
 #include "loom/kernels/math.hpp"
 #include "loom/kernels/matmul.hpp"
 #include "loom/kernels/ops.hpp"
+#include "loom/kernels/products.hpp"
 #include "loom/kernels/reduce.hpp"
 #include "test_support.hpp"
 
@@ -259,6 +260,63 @@ TEST_CASE("kernels: attention follows its documented order for every head groupi
                         }
                         CHECK(total == Approx(1.0f).epsilon(1e-5));
                     }
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("kernels: sums of outer products are plain sums in ascending depth for any tile, block and thread count",
+          "[kernels][products][determinism]") {
+    struct Shape {
+        std::size_t rows, columns, depth;
+    };
+    // Edges of every kind: partial row tiles, partial vectors, columns past the last vector,
+    // depths across several blocks and passes, rows across passes, a depth of one.
+    const Shape shapes[] = {{13, 37, 300}, {1, 64, 1},   {7, 16, 1100}, {100, 130, 129},
+                            {6, 3, 40},    {25, 200, 2}, {1030, 20, 3}, {5, 40, 2100}};
+    for (const Shape& shape : shapes) {
+        for (const bool columns_of_a : {false, true}) {  // a(m, k) from rows (dx = dout W) or columns (dW = dout^T x)
+            for (const bool accumulate : {false, true}) {
+                CAPTURE(shape.rows, shape.columns, shape.depth, columns_of_a, accumulate);
+                const auto a_values = random_values(shape.rows * shape.depth, 41, 2.0);
+                const auto b = random_values(shape.depth * shape.columns, 42);
+                const auto start = random_values(shape.rows * shape.columns, 43);
+                const loom::kernels::StridedMatrix a = columns_of_a
+                                                           ? loom::kernels::StridedMatrix{a_values.data(), 1, shape.rows}
+                                                           : loom::kernels::StridedMatrix{a_values.data(), shape.depth, 1};
+                std::vector<float> expected(shape.rows * shape.columns);
+                for (std::size_t m = 0; m < shape.rows; ++m) {
+                    for (std::size_t n = 0; n < shape.columns; ++n) {
+                        float sum = accumulate ? start[m * shape.columns + n] : 0.0f;
+                        for (std::size_t k = 0; k < shape.depth; ++k) {
+#if defined(LOOM_USE_FMA)
+                            sum = std::fma(a.at(m, k), b[k * shape.columns + n], sum);
+#else
+                            sum = sum + a.at(m, k) * b[k * shape.columns + n];
+#endif
+                        }
+                        expected[m * shape.columns + n] = sum;
+                    }
+                }
+                for (const std::size_t threads : {1, 2, 3}) {
+                    loom::ThreadPool pool(threads);
+                    // c rows wider than the product: columns past it must stay untouched.
+                    const std::size_t stride = shape.columns + 5;
+                    std::vector<float> c(shape.rows * stride, 7.0f);
+                    for (std::size_t m = 0; m < shape.rows; ++m) {
+                        std::copy_n(start.data() + m * shape.columns, shape.columns, c.data() + m * stride);
+                    }
+                    loom::kernels::sum_of_outer_products(a, b.data(), shape.columns, shape.rows, shape.columns,
+                                                         shape.depth, c.data(), stride, accumulate, pool);
+                    bool same = true, untouched = true;
+                    for (std::size_t m = 0; m < shape.rows; ++m) {
+                        same = same && std::memcmp(c.data() + m * stride, expected.data() + m * shape.columns,
+                                                   shape.columns * sizeof(float)) == 0;
+                        for (std::size_t n = shape.columns; n < stride; ++n) untouched = untouched && c[m * stride + n] == 7.0f;
+                    }
+                    CHECK(same);
+                    CHECK(untouched);
                 }
             }
         }

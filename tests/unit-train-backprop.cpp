@@ -203,10 +203,9 @@ TEST_CASE("layer backward: linear with bias", "[train][backprop][layers]") {
     const auto projection = pseudo_random(rows * out, 4);
     loom::nn::Linear linear{f32_view(weight, {out, in}), f32_view(bias, {out})};
     std::vector<float> dx(rows * in), dweight(out * in), dbias(out);
-    loom::nn::LinearBackwardScratch scratch;
     loom::ThreadPool pool(2);
     linear.backward(x.data(), rows, projection.data(), dx.data(), gradients_into({{&weight, &dweight}, {&bias, &dbias}}),
-                    scratch, pool);
+                    pool);
     const ReferenceForward reference = [&](const Reals& p) {
         Reals y(rows * out);
         for (std::size_t r = 0; r < rows; ++r) {

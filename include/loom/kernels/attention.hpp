@@ -320,6 +320,55 @@ inline void causal_attention_keeping(std::span<const TrainingSequence> sequences
     });
 }
 
+namespace detail {
+
+// Through the scaled dot products of one query: dquery = sum over k in ascending order of
+// dscores[k] * key_k, and dkey_k += dscores[k] * query, for keys [first, end) (rows
+// `stride` apart). Vectors registers of dquery stay in registers over all keys (summed in
+// memory, each step would wait for the previous one's store).
+template <std::size_t Vectors>
+LOOM_ALWAYS_INLINE void query_key_gradients_block(const float* dscores, std::size_t first, std::size_t end,
+                                                  const float* keys, float* dkeys, std::size_t stride,
+                                                  const float* query, float* dquery) noexcept {
+    simd::Floats sums[Vectors], q[Vectors];
+    LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) {
+        sums[v] = simd::broadcast(0.0f);
+        q[v] = simd::load(query + v * simd::width);
+    }
+    for (std::size_t k = first; k < end; ++k) {
+        const simd::Floats dscore = simd::broadcast(dscores[k]);
+        LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) {
+            sums[v] = sums[v] + dscore * simd::load(keys + k * stride + v * simd::width);
+            float* dkey = dkeys + k * stride + v * simd::width;
+            simd::store(dkey, simd::load(dkey) + dscore * q[v]);
+        }
+    }
+    LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) simd::store(dquery + v * simd::width, sums[v]);
+}
+
+inline void query_key_gradients(const float* dscores, std::size_t first, std::size_t end, const float* keys,
+                                float* dkeys, std::size_t stride, const float* query, std::size_t head_dim,
+                                float* dquery) noexcept {
+    constexpr std::size_t block = 4 * simd::width;
+    std::size_t d = 0;
+    for (; d + block <= head_dim; d += block) {
+        query_key_gradients_block<4>(dscores, first, end, keys + d, dkeys + d, stride, query + d, dquery + d);
+    }
+    for (; d + simd::width <= head_dim; d += simd::width) {
+        query_key_gradients_block<1>(dscores, first, end, keys + d, dkeys + d, stride, query + d, dquery + d);
+    }
+    for (; d < head_dim; ++d) {
+        float sum = 0.0f;
+        for (std::size_t k = first; k < end; ++k) {
+            sum = sum + dscores[k] * keys[k * stride + d];
+            dkeys[k * stride + d] = dkeys[k * stride + d] + dscores[k] * query[d];
+        }
+        dquery[d] = sum;
+    }
+}
+
+}  // namespace detail
+
 // Backward of causal_attention_keeping(): from dout [rows, query_heads, head_dim] to dqueries,
 // dkeys and dvalues (overwritten). A task owns one key/value head of one sequence and
 // visits its query heads and positions in order, so every sum has one fixed order.
@@ -333,7 +382,7 @@ inline void causal_attention_backward(std::span<const TrainingSequence> sequence
     const float scale = detail::attention_scale(head_dim);
     const std::vector<std::size_t> offsets = attention_weight_offsets(sequences, shape.query_heads);
     pool.parallel_for(sequences.size() * shape.kv_heads, [&](std::size_t begin, std::size_t end) {
-        thread_local std::vector<float> dscores, dquery;
+        thread_local std::vector<float> dscores;
         for (std::size_t item = begin; item < end; ++item) {
             const TrainingSequence& sequence = sequences[item / shape.kv_heads];
             const std::size_t kv_head = item % shape.kv_heads, tokens = sequence.tokens;
@@ -343,7 +392,6 @@ inline void causal_attention_backward(std::span<const TrainingSequence> sequence
                 std::fill_n(dvalues + kv_base + k * kv_stride, head_dim, 0.0f);
             }
             dscores.resize(tokens);
-            dquery.resize(head_dim);
             for (std::size_t head = kv_head * group; head < (kv_head + 1) * group; ++head) {
                 for (std::size_t t = 0; t < tokens; ++t) {
                     const float* row = weights + offsets[item / shape.kv_heads] + (head * tokens + t) * tokens;
@@ -356,22 +404,17 @@ inline void causal_attention_backward(std::span<const TrainingSequence> sequence
                         const float* value = values + kv_base + k * kv_stride;
                         float* dvalue = dvalues + kv_base + k * kv_stride;
                         dscores[k] = dot(gradient, value, head_dim);
-                        for (std::size_t d = 0; d < head_dim; ++d) dvalue[d] = dvalue[d] + row[k] * gradient[d];
+                        simd::elementwise(0, head_dim, [&](std::size_t d, auto type) {
+                            using T = decltype(type);
+                            simd::store_as(dvalue + d, simd::load_as<T>(dvalue + d) + T(row[k]) * simd::load_as<T>(gradient + d));
+                        });
                     }
                     // Through the softmax: d score[k] = weight[k] * (d weight[k] - sum_j weight[j] d weight[j]).
                     const float mean = dot(row + first, dscores.data() + first, t + 1 - first);
                     for (std::size_t k = first; k <= t; ++k) dscores[k] = row[k] * (dscores[k] - mean) * scale;
                     // Through the scaled dot products.
-                    std::fill(dquery.begin(), dquery.end(), 0.0f);
-                    for (std::size_t k = first; k <= t; ++k) {
-                        const float* key = keys + kv_base + k * kv_stride;
-                        float* dkey = dkeys + kv_base + k * kv_stride;
-                        for (std::size_t d = 0; d < head_dim; ++d) {
-                            dquery[d] = dquery[d] + dscores[k] * key[d];
-                            dkey[d] = dkey[d] + dscores[k] * query[d];
-                        }
-                    }
-                    std::copy(dquery.begin(), dquery.end(), dqueries + q_offset);
+                    detail::query_key_gradients(dscores.data(), first, t + 1, keys + kv_base, dkeys + kv_base, kv_stride,
+                                                query, head_dim, dqueries + q_offset);
                 }
             }
         }

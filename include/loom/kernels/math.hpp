@@ -205,6 +205,16 @@ inline simd::Floats exp_f32_lanes(const simd::Floats& x) noexcept {
 #endif
 }
 
+// exp_f32 of a register or of one float, for simd::elementwise loops.
+template <typename T>
+LOOM_ALWAYS_INLINE T exp_f32_any(const T& x) noexcept {
+    if constexpr (std::is_same_v<T, float>) {
+        return exp_f32(x);
+    } else {
+        return exp_f32_lanes(x);
+    }
+}
+
 // out[i] = exp_f32(in[i]), bit for bit. `in` and `out` are the same array or do not overlap.
 inline void exp_f32(const float* in, float* out, std::size_t n) noexcept {
     std::size_t i = 0;

@@ -139,33 +139,12 @@ inline void silu_multiply(float* gate, const float* up, std::size_t n) noexcept 
 // d/dgate of silu(g) * u = u * s * (1 + g * (1 - s)) with s = sigmoid(g), as PyTorch's silu backward.
 inline void silu_multiply_backward(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
                                    std::size_t n) noexcept {
-    for (std::size_t i = 0; i < n; ++i) {
-        const float sigmoid = 1.0f / (1.0f + exp_f32(-gate[i]));
-        dup[i] = dout[i] * (gate[i] * sigmoid);
-        dgate[i] = (dout[i] * up[i]) * (sigmoid * (1.0f + gate[i] * (1.0f - sigmoid)));
-    }
-}
-
-// out[c, r] = in[r, c] (or += with `add`) for in [rows, columns], in cache-sized squares.
-// The threads share the columns (rows of out): each element is written by one thread.
-inline void transpose(const float* in, std::size_t rows, std::size_t columns, float* out, ThreadPool& pool,
-                      bool add = false) {
-    constexpr std::size_t square = 32;
-    pool.parallel_for((columns + square - 1) / square, [&](std::size_t first, std::size_t last) {
-        for (std::size_t c0 = first * square; c0 < std::min(columns, last * square); c0 += square) {
-            const std::size_t c1 = std::min(columns, c0 + square);
-            for (std::size_t r0 = 0; r0 < rows; r0 += square) {
-                const std::size_t r1 = std::min(rows, r0 + square);
-                for (std::size_t c = c0; c < c1; ++c) {
-                    float* target = out + c * rows;
-                    if (add) {
-                        for (std::size_t r = r0; r < r1; ++r) target[r] = target[r] + in[r * columns + c];
-                    } else {
-                        for (std::size_t r = r0; r < r1; ++r) target[r] = in[r * columns + c];
-                    }
-                }
-            }
-        }
+    simd::elementwise(0, n, [&](std::size_t i, auto type) {
+        using T = decltype(type);
+        const T g = simd::load_as<T>(gate + i), d = simd::load_as<T>(dout + i), one(1.0f);
+        const T sigmoid = one / (one + exp_f32_any(-g));
+        simd::store_as(dup + i, d * (g * sigmoid));
+        simd::store_as(dgate + i, (d * simd::load_as<T>(up + i)) * (sigmoid * (one + g * (one - sigmoid))));
     });
 }
 

@@ -8,9 +8,11 @@
 // The target is chosen at compile time from the compiler's flags (xsimd's default_arch):
 // -march=native, -mavx2 -mfma -mf16c, or the x86-64 baseline (SSE2). LOOM_SIMD_SCALAR forces
 // plain C++, and WebAssembly builds use it too (xsimd 8.1 has no WebAssembly support).
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "loom/core/config.hpp"
 #include "loom/core/dtype.hpp"
@@ -90,6 +92,44 @@ inline void store(float* p, const Floats& v) noexcept { *p = v; }
 inline Floats broadcast(float value) noexcept { return value; }
 inline const char* target_name() noexcept { return "scalar"; }
 #endif
+
+// Element-wise loops written once for a register and for a single float (`T` is Floats or
+// float): every operation is the same correctly rounded IEEE one lane by lane, so an
+// element's result does not depend on whether it fell in a register or in the tail.
+template <typename T>
+LOOM_ALWAYS_INLINE T load_as(const float* p) noexcept {
+    if constexpr (std::is_same_v<T, float>) {
+        return *p;
+    } else {
+        return load(p);
+    }
+}
+template <typename T>
+LOOM_ALWAYS_INLINE void store_as(float* p, const T& v) noexcept {
+    if constexpr (std::is_same_v<T, float>) {
+        *p = v;
+    } else {
+        store(p, v);
+    }
+}
+template <typename T>
+LOOM_ALWAYS_INLINE T square_root(const T& v) noexcept {
+#if defined(LOOM_SIMD_XSIMD)
+    if constexpr (!std::is_same_v<T, float>) {
+        return xsimd::sqrt(v);
+    } else
+#endif
+    {
+        return std::sqrt(v);
+    }
+}
+// body(i, Floats{}) for each whole register of [begin, end), then body(i, float{}).
+template <typename Body>
+LOOM_ALWAYS_INLINE void elementwise(std::size_t begin, std::size_t end, Body&& body) {
+    std::size_t i = begin;
+    for (; i + width <= end; i += width) body(i, Floats{});
+    for (; i < end; ++i) body(i, float{});
+}
 
 inline constexpr std::size_t parts = reduction_lanes / width;
 static_assert(parts * width == reduction_lanes, "SIMD width must divide 16");

@@ -104,7 +104,7 @@ struct Attention {
     void backward(const float* x, std::size_t rows, std::span<const kernels::TrainingSequence> sequences,
                   const RotaryEmbedding& rope, const float* cosines, const float* sines,
                   const AttentionActivations& saved, const float* dout, float* dx, const GradientOf& gradient_of,
-                  AttentionBackwardScratch& scratch, LinearBackwardScratch& linear, ThreadPool& pool) const {
+                  AttentionBackwardScratch& scratch, ThreadPool& pool) const {
         const std::size_t q_width = shape.query_heads * shape.head_dim;
         const std::size_t kv_width = shape.kv_heads * shape.head_dim;
         const std::size_t hidden = query.in_features();
@@ -113,16 +113,16 @@ struct Attention {
         scratch.dkeys.resize(rows * kv_width);
         scratch.dvalues.resize(rows * kv_width);
         scratch.dx_part.resize(rows * hidden);
-        output.backward(saved.mixed.data(), rows, dout, scratch.dmixed.data(), gradient_of, linear, pool);
+        output.backward(saved.mixed.data(), rows, dout, scratch.dmixed.data(), gradient_of, pool);
         kernels::causal_attention_backward(sequences, shape, saved.queries.data(), saved.keys.data(),
                                            saved.values.data(), saved.weights.data(), scratch.dmixed.data(),
                                            scratch.dqueries.data(), scratch.dkeys.data(), scratch.dvalues.data(), pool);
         rope.apply_backward(scratch.dqueries.data(), rows, shape.query_heads, cosines, sines);
         rope.apply_backward(scratch.dkeys.data(), rows, shape.kv_heads, cosines, sines);
-        query.backward(x, rows, scratch.dqueries.data(), dx, gradient_of, linear, pool);
-        key.backward(x, rows, scratch.dkeys.data(), scratch.dx_part.data(), gradient_of, linear, pool);
+        query.backward(x, rows, scratch.dqueries.data(), dx, gradient_of, pool);
+        key.backward(x, rows, scratch.dkeys.data(), scratch.dx_part.data(), gradient_of, pool);
         kernels::add_in_place(dx, scratch.dx_part.data(), rows * hidden);
-        value.backward(x, rows, scratch.dvalues.data(), scratch.dx_part.data(), gradient_of, linear, pool);
+        value.backward(x, rows, scratch.dvalues.data(), scratch.dx_part.data(), gradient_of, pool);
         kernels::add_in_place(dx, scratch.dx_part.data(), rows * hidden);
     }
 };

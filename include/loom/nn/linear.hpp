@@ -14,14 +14,6 @@
 
 namespace loom::nn {
 
-// Buffers of Linear::backward, shared by every layer of a model.
-struct LinearBackwardScratch {
-    std::vector<float> weight_transposed;  // [in, out]
-    std::vector<float> dout_transposed;    // [out, rows]
-    std::vector<float> x_transposed;       // [in, rows]
-    kernels::ProductScratch products;
-};
-
 struct Linear {
     TensorView weight;               // [out_features, in_features]
     std::optional<TensorView> bias;  // [out_features]
@@ -41,23 +33,16 @@ struct Linear {
 
     // Backward of forward() with f32 weights. dout: [rows, out_features]. Writes
     // dx = dout W ([rows, in_features]) unless dx is null, and adds dW = dout^T x and
-    // dbias = column sums of dout to their gradients. Both are products of rows on
-    // transposed copies (kernels/products.hpp), each element in one fixed order.
+    // dbias = column sums of dout to their gradients. Both products are sums of outer
+    // products (kernels/products.hpp), each element in one fixed order.
     void backward(const float* x, std::size_t rows, const float* dout, float* dx, const GradientOf& gradient_of,
-                  LinearBackwardScratch& scratch, ThreadPool& pool) const {
+                  ThreadPool& pool) const {
         const std::size_t in = in_features(), out = out_features();
-        if (dx) {
-            scratch.weight_transposed.resize(in * out);
-            kernels::transpose(f32_values(weight), out, in, scratch.weight_transposed.data(), pool);
-            kernels::product_of_rows(dout, rows, scratch.weight_transposed.data(), in, out, dx, false, scratch.products, pool);
+        if (dx) {  // dx[r, i] = sum over o of dout[r, o] * W[o, i]
+            kernels::sum_of_outer_products({dout, out, 1}, f32_values(weight), in, rows, in, out, dx, in, false, pool);
         }
-        if (float* weight_gradient = gradient_of(weight)) {
-            scratch.dout_transposed.resize(out * rows);
-            scratch.x_transposed.resize(in * rows);
-            kernels::transpose(dout, rows, out, scratch.dout_transposed.data(), pool);
-            kernels::transpose(x, rows, in, scratch.x_transposed.data(), pool);
-            kernels::product_of_rows(scratch.dout_transposed.data(), out, scratch.x_transposed.data(), in, rows,
-                                     weight_gradient, true, scratch.products, pool);
+        if (float* weight_gradient = gradient_of(weight)) {  // dW[o, i] += sum over r of dout[r, o] * x[r, i]
+            kernels::sum_of_outer_products({dout, 1, out}, x, in, out, in, rows, weight_gradient, in, true, pool);
         }
         if (float* bias_gradient = bias ? gradient_of(*bias) : nullptr) {
             for (std::size_t r = 0; r < rows; ++r) kernels::add_in_place(bias_gradient, dout + r * out, out);

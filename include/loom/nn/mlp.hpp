@@ -62,18 +62,18 @@ struct SwiGLU {
 
     // Backward of forward_keeping(): dx [tokens, hidden] from dout [tokens, hidden].
     void backward(const float* x, std::size_t tokens, const MlpActivations& saved, const float* dout, float* dx,
-                  const GradientOf& gradient_of, MlpBackwardScratch& scratch, LinearBackwardScratch& linear,
+                  const GradientOf& gradient_of, MlpBackwardScratch& scratch,
                   ThreadPool& pool) const {
         const std::size_t size = tokens * gate.out_features();
         scratch.dhidden.resize(size);
         scratch.dgate.resize(size);
         scratch.dup.resize(size);
         scratch.dx_up.resize(tokens * gate.in_features());
-        down.backward(saved.hidden.data(), tokens, dout, scratch.dhidden.data(), gradient_of, linear, pool);
+        down.backward(saved.hidden.data(), tokens, dout, scratch.dhidden.data(), gradient_of, pool);
         kernels::silu_multiply_backward(saved.gate.data(), saved.up.data(), scratch.dhidden.data(), scratch.dgate.data(),
                                         scratch.dup.data(), size);
-        gate.backward(x, tokens, scratch.dgate.data(), dx, gradient_of, linear, pool);
-        up.backward(x, tokens, scratch.dup.data(), scratch.dx_up.data(), gradient_of, linear, pool);
+        gate.backward(x, tokens, scratch.dgate.data(), dx, gradient_of, pool);
+        up.backward(x, tokens, scratch.dup.data(), scratch.dx_up.data(), gradient_of, pool);
         kernels::add_in_place(dx, scratch.dx_up.data(), tokens * gate.in_features());
     }
 };

@@ -69,11 +69,7 @@ public:
         floats += attention_scratch_.dmixed.capacity() + attention_scratch_.dqueries.capacity() +
                   attention_scratch_.dkeys.capacity() + attention_scratch_.dvalues.capacity() +
                   attention_scratch_.dx_part.capacity() + mlp_scratch_.dhidden.capacity() +
-                  mlp_scratch_.dgate.capacity() + mlp_scratch_.dup.capacity() + mlp_scratch_.dx_up.capacity() +
-                  linear_scratch_.weight_transposed.capacity() + linear_scratch_.dout_transposed.capacity() +
-                  linear_scratch_.x_transposed.capacity() + linear_scratch_.products.input_block.capacity() +
-                  linear_scratch_.products.weight_block.capacity() + linear_scratch_.products.partial.capacity() +
-                  linear_scratch_.products.total.capacity();
+                  mlp_scratch_.dgate.capacity() + mlp_scratch_.dup.capacity() + mlp_scratch_.dx_up.capacity();
         return floats * sizeof(float);
     }
 
@@ -150,8 +146,7 @@ private:
         const std::size_t size = rows_ * hidden();
         residual_gradient_.resize(size);
         gradient_.resize(size);
-        model_.head().backward(normed_final_.data(), rows_, logits_.data(), gradient_.data(), gradient_of_,
-                               linear_scratch_, pool);
+        model_.head().backward(normed_final_.data(), rows_, logits_.data(), gradient_.data(), gradient_of_, pool);
         model_.final_norm().backward(layer_inputs_.back().data(), rows_, gradient_.data(), residual_gradient_.data(),
                                      gradient_of_, norm_scratch_);
         for (std::size_t l = model_.layers().size(); l-- > 0;) {
@@ -160,14 +155,14 @@ private:
             const LayerActivations& a = saved(l);
             // out = middle + mlp(post_attention_norm(middle))
             layer.mlp.backward(a.mlp_input.data(), rows_, a.mlp, residual_gradient_.data(), gradient_.data(),
-                               gradient_of_, mlp_scratch_, linear_scratch_, pool);
+                               gradient_of_, mlp_scratch_, pool);
             layer.post_attention_norm.backward(a.middle.data(), rows_, gradient_.data(), branch_.data(), gradient_of_,
                                                norm_scratch_);
             kernels::add_in_place(residual_gradient_.data(), branch_.data(), size);
             // middle = in + attention(input_norm(in))
             layer.attention.backward(a.attention_input.data(), rows_, sequences_, model_.rope(), cosines_.data(),
                                      sines_.data(), a.attention, residual_gradient_.data(), gradient_.data(),
-                                     gradient_of_, attention_scratch_, linear_scratch_, pool);
+                                     gradient_of_, attention_scratch_, pool);
             layer.input_norm.backward(layer_inputs_[l].data(), rows_, gradient_.data(), branch_.data(), gradient_of_,
                                       norm_scratch_);
             kernels::add_in_place(residual_gradient_.data(), branch_.data(), size);
@@ -197,7 +192,6 @@ private:
     std::vector<float> logits_;                     // [rows, vocab]
     std::vector<float> residual_gradient_, gradient_;  // [rows, hidden]
     std::vector<float> norm_scratch_;
-    nn::LinearBackwardScratch linear_scratch_;
     nn::AttentionBackwardScratch attention_scratch_;
     nn::MlpBackwardScratch mlp_scratch_;
 };

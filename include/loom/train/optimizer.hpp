@@ -28,6 +28,7 @@
 #include "loom/core/tensor.hpp"
 #include "loom/core/thread_pool.hpp"
 #include "loom/io/safetensors.hpp"
+#include "loom/kernels/simd.hpp"
 #include "loom/train/parameters.hpp"
 
 namespace loom::train {
@@ -477,16 +478,20 @@ private:
         const float* gradient = tracked.parameter->gradient;
         float* exp_avg = slot(0, tracked);
         float* exp_avg_sq = slot(1, tracked);
-        if (tracked.parameter->decays() && config_.weight_decay != 0.0) {
-            for (std::size_t i = begin; i < end; ++i) value[i] = value[i] * s.decay_factor;  // param.mul_
-        }
-        for (std::size_t i = begin; i < end; ++i) {
-            const float g = gradient[i];
-            exp_avg[i] = exp_avg[i] * s.beta1 + s.one_minus_beta1 * g;         // mul_(beta1).add_(g, alpha)
-            exp_avg_sq[i] = exp_avg_sq[i] * s.beta2 + s.one_minus_beta2 * g * g;  // mul_(beta2).addcmul_(g, g, value)
-            const float denominator = std::sqrt(exp_avg_sq[i]) / s.bias_correction2_sqrt + s.eps;
-            value[i] = value[i] + s.negative_step_size * exp_avg[i] / denominator;  // addcdiv_(m, denom, value)
-        }
+        const bool decays = tracked.parameter->decays() && config_.weight_decay != 0.0;
+        kernels::simd::elementwise(begin, end, [&](std::size_t i, auto type) {
+            using T = decltype(type);
+            using kernels::simd::load_as, kernels::simd::store_as;
+            const T g = load_as<T>(gradient + i);
+            T w = load_as<T>(value + i);
+            if (decays) w = w * T(s.decay_factor);  // param.mul_
+            const T m = load_as<T>(exp_avg + i) * T(s.beta1) + T(s.one_minus_beta1) * g;  // mul_(beta1).add_(g, alpha)
+            const T v = load_as<T>(exp_avg_sq + i) * T(s.beta2) + T(s.one_minus_beta2) * g * g;  // mul_(beta2).addcmul_
+            const T denominator = kernels::simd::square_root(v) / T(s.bias_correction2_sqrt) + T(s.eps);
+            store_as(exp_avg + i, m);
+            store_as(exp_avg_sq + i, v);
+            store_as(value + i, w + T(s.negative_step_size) * m / denominator);  // addcdiv_(m, denom, value)
+        });
     }
 
     nlohmann::json hyperparameters() const override {
