@@ -323,8 +323,8 @@ inline void causal_attention_keeping(std::span<const TrainingSequence> sequences
 namespace detail {
 
 // Through the scaled dot products of one query: dquery = sum over k in ascending order of
-// dscores[k] * key_k, and dkey_k += dscores[k] * query, for keys [first, end) (rows
-// `stride` apart). Vectors registers of dquery stay in registers over all keys (summed in
+// dscores[k - first] * key_k, and dkey_k += dscores[k - first] * query, for keys
+// [first, end) (rows `stride` apart). Vectors registers of dquery stay in registers over all keys (summed in
 // memory, each step would wait for the previous one's store).
 template <std::size_t Vectors>
 LOOM_ALWAYS_INLINE void query_key_gradients_block(const float* dscores, std::size_t first, std::size_t end,
@@ -336,7 +336,7 @@ LOOM_ALWAYS_INLINE void query_key_gradients_block(const float* dscores, std::siz
         q[v] = simd::load(query + v * simd::width);
     }
     for (std::size_t k = first; k < end; ++k) {
-        const simd::Floats dscore = simd::broadcast(dscores[k]);
+        const simd::Floats dscore = simd::broadcast(dscores[k - first]);
         LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) {
             sums[v] = sums[v] + dscore * simd::load(keys + k * stride + v * simd::width);
             float* dkey = dkeys + k * stride + v * simd::width;
@@ -360,8 +360,8 @@ inline void query_key_gradients(const float* dscores, std::size_t first, std::si
     for (; d < head_dim; ++d) {
         float sum = 0.0f;
         for (std::size_t k = first; k < end; ++k) {
-            sum = sum + dscores[k] * keys[k * stride + d];
-            dkeys[k * stride + d] = dkeys[k * stride + d] + dscores[k] * query[d];
+            sum = sum + dscores[k - first] * keys[k * stride + d];
+            dkeys[k * stride + d] = dkeys[k * stride + d] + dscores[k - first] * query[d];
         }
         dquery[d] = sum;
     }
@@ -382,39 +382,46 @@ inline void causal_attention_backward(std::span<const TrainingSequence> sequence
     const float scale = detail::attention_scale(head_dim);
     const std::vector<std::size_t> offsets = attention_weight_offsets(sequences, shape.query_heads);
     pool.parallel_for(sequences.size() * shape.kv_heads, [&](std::size_t begin, std::size_t end) {
-        thread_local std::vector<float> dscores;
+        thread_local std::vector<float> dscores, value_blocks;
         for (std::size_t item = begin; item < end; ++item) {
             const TrainingSequence& sequence = sequences[item / shape.kv_heads];
             const std::size_t kv_head = item % shape.kv_heads, tokens = sequence.tokens;
             const std::size_t kv_base = sequence.first_row * kv_stride + kv_head * head_dim;
+            // The values in the key cache's layout: d weight[k] = dout . value_k for 16 keys
+            // per accumulator, like the scores of the forward pass.
+            const std::size_t blocks = (tokens + reduction_lanes - 1) / reduction_lanes;
+            value_blocks.assign(blocks * head_dim * reduction_lanes, 0.0f);
             for (std::size_t k = 0; k < tokens; ++k) {
+                store_key_in_blocks(value_blocks.data(), k, values + kv_base + k * kv_stride, head_dim);
                 std::fill_n(dkeys + kv_base + k * kv_stride, head_dim, 0.0f);
                 std::fill_n(dvalues + kv_base + k * kv_stride, head_dim, 0.0f);
             }
-            dscores.resize(tokens);
+            dscores.resize(blocks * reduction_lanes);
             for (std::size_t head = kv_head * group; head < (kv_head + 1) * group; ++head) {
                 for (std::size_t t = 0; t < tokens; ++t) {
                     const float* row = weights + offsets[item / shape.kv_heads] + (head * tokens + t) * tokens;
                     const std::size_t q_offset = (sequence.first_row + t) * q_stride + head * head_dim;
                     const float* query = queries + q_offset;
                     const float* gradient = dout + q_offset;
-                    const std::size_t first = detail::first_key(t, shape.sliding_window);
-                    // Through the weighted sum: d weight[k] = dout . value_k; d value_k += weight[k] * dout.
+                    const std::size_t first = detail::first_key(t, shape.sliding_window), count = t + 1 - first;
+                    // Through the weighted sum: d weight[k] = dout . value_k (at dscores[k - first]);
+                    // d value_k += weight[k] * dout.
+                    detail::attention_scores<1>(gradient, head_dim, value_blocks.data(), head_dim, first, t + 1, 1.0f,
+                                                dscores.data(), dscores.size());
+                    float* dscore = dscores.data() + (first - detail::first_block_start(first));
                     for (std::size_t k = first; k <= t; ++k) {
-                        const float* value = values + kv_base + k * kv_stride;
                         float* dvalue = dvalues + kv_base + k * kv_stride;
-                        dscores[k] = dot(gradient, value, head_dim);
                         simd::elementwise(0, head_dim, [&](std::size_t d, auto type) {
                             using T = decltype(type);
                             simd::store_as(dvalue + d, simd::load_as<T>(dvalue + d) + T(row[k]) * simd::load_as<T>(gradient + d));
                         });
                     }
                     // Through the softmax: d score[k] = weight[k] * (d weight[k] - sum_j weight[j] d weight[j]).
-                    const float mean = dot(row + first, dscores.data() + first, t + 1 - first);
-                    for (std::size_t k = first; k <= t; ++k) dscores[k] = row[k] * (dscores[k] - mean) * scale;
+                    const float mean = dot(row + first, dscore, count);
+                    for (std::size_t j = 0; j < count; ++j) dscore[j] = row[first + j] * (dscore[j] - mean) * scale;
                     // Through the scaled dot products.
-                    detail::query_key_gradients(dscores.data(), first, t + 1, keys + kv_base, dkeys + kv_base, kv_stride,
-                                                query, head_dim, dqueries + q_offset);
+                    detail::query_key_gradients(dscore, first, t + 1, keys + kv_base, dkeys + kv_base, kv_stride, query,
+                                                head_dim, dqueries + q_offset);
                 }
             }
         }
