@@ -270,8 +270,12 @@ TEST_CASE("layer backward: rotary embedding", "[train][backprop][layers]") {
 
 TEST_CASE("layer backward: causal grouped-query attention", "[train][backprop][layers]") {
     const std::size_t window = GENERATE(0u, 2u);
-    INFO("sliding window " << window);
-    const loom::kernels::AttentionShape shape{4, 2, 5, window};
+    // Heads of 5 go one float at a time; heads of 20 through SIMD registers and a tail, in
+    // groups of 5 query heads (4 computed together, then 1).
+    const bool wide = GENERATE(false, true);
+    INFO("sliding window " << window << ", wide " << wide);
+    const loom::kernels::AttentionShape shape = wide ? loom::kernels::AttentionShape{10, 2, 20, window}
+                                                     : loom::kernels::AttentionShape{4, 2, 5, window};
     const std::vector<loom::kernels::TrainingSequence> sequences{{0, 4}, {4, 3}};
     constexpr std::size_t rows = 7;
     const std::size_t q_size = rows * shape.query_heads * shape.head_dim, kv_size = rows * shape.kv_heads * shape.head_dim;

@@ -322,48 +322,94 @@ inline void causal_attention_keeping(std::span<const TrainingSequence> sequences
 
 namespace detail {
 
-// Through the scaled dot products of one query: dquery = sum over k in ascending order of
-// dscores[k - first] * key_k, and dkey_k += dscores[k - first] * query, for keys
-// [first, end) (rows `stride` apart). Vectors registers of dquery stay in registers over all keys (summed in
-// memory, each step would wait for the previous one's store).
-template <std::size_t Vectors>
-LOOM_ALWAYS_INLINE void query_key_gradients_block(const float* dscores, std::size_t first, std::size_t end,
-                                                  const float* keys, float* dkeys, std::size_t stride,
-                                                  const float* query, float* dquery) noexcept {
-    simd::Floats sums[Vectors], q[Vectors];
-    LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) {
-        sums[v] = simd::broadcast(0.0f);
-        q[v] = simd::load(query + v * simd::width);
+// The backward steps of Heads query heads sharing one kv head, for one query position t,
+// keys [first, end), the heads' rows `head_dim` apart (queries, dout, dquery) and the
+// keys' rows `stride` apart. Each key's dvalue and dkey are read and written once for all
+// the heads, which add their terms in head order; a block of Vectors registers of each
+// head's dquery stays in registers over the keys.
+template <std::size_t Heads, std::size_t Vectors>
+LOOM_ALWAYS_INLINE void attention_gradients_block(const float* weights, std::size_t weights_stride, const float* dscores,
+                                                  std::size_t dscores_stride,
+                                                  std::size_t first, std::size_t end, const float* keys, float* dkeys,
+                                                  float* dvalues, std::size_t stride, const float* queries,
+                                                  const float* dout, float* dqueries, std::size_t head_dim) noexcept {
+    using simd::Floats;
+    {  // d value_k += weight[k] * dout, head by head
+        Floats gradient[Heads][Vectors];
+        LOOM_UNROLL for (std::size_t h = 0; h < Heads; ++h) {
+            LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) gradient[h][v] = simd::load(dout + h * head_dim + v * simd::width);
+        }
+        for (std::size_t k = first; k < end; ++k) {
+            float* dvalue = dvalues + k * stride;
+            LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) {
+                Floats sum = simd::load(dvalue + v * simd::width);
+                LOOM_UNROLL for (std::size_t h = 0; h < Heads; ++h) {
+                    sum = sum + simd::broadcast(weights[h * weights_stride + k - first]) * gradient[h][v];
+                }
+                simd::store(dvalue + v * simd::width, sum);
+            }
+        }
+    }
+    // dquery = sum over k of dscore[k] * key_k; d key_k += dscore[k] * query, head by head
+    Floats sums[Heads][Vectors], query[Heads][Vectors];
+    LOOM_UNROLL for (std::size_t h = 0; h < Heads; ++h) {
+        LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) {
+            sums[h][v] = simd::broadcast(0.0f);
+            query[h][v] = simd::load(queries + h * head_dim + v * simd::width);
+        }
     }
     for (std::size_t k = first; k < end; ++k) {
-        const simd::Floats dscore = simd::broadcast(dscores[k - first]);
+        float* dkey = dkeys + k * stride;
         LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) {
-            sums[v] = sums[v] + dscore * simd::load(keys + k * stride + v * simd::width);
-            float* dkey = dkeys + k * stride + v * simd::width;
-            simd::store(dkey, simd::load(dkey) + dscore * q[v]);
+            const Floats key = simd::load(keys + k * stride + v * simd::width);
+            Floats sum = simd::load(dkey + v * simd::width);
+            LOOM_UNROLL for (std::size_t h = 0; h < Heads; ++h) {
+                const Floats dscore = simd::broadcast(dscores[h * dscores_stride + k - first]);
+                sums[h][v] = sums[h][v] + dscore * key;
+                sum = sum + dscore * query[h][v];
+            }
+            simd::store(dkey + v * simd::width, sum);
         }
     }
-    LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) simd::store(dquery + v * simd::width, sums[v]);
+    LOOM_UNROLL for (std::size_t h = 0; h < Heads; ++h) {
+        LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) simd::store(dqueries + h * head_dim + v * simd::width, sums[h][v]);
+    }
 }
 
-inline void query_key_gradients(const float* dscores, std::size_t first, std::size_t end, const float* keys,
-                                float* dkeys, std::size_t stride, const float* query, std::size_t head_dim,
-                                float* dquery) noexcept {
-    constexpr std::size_t block = 4 * simd::width;
+// attention_gradients_block over the whole head dimension: weights and dscores rows hold
+// keys [first, end) from their start; keys, dkeys and dvalues point at key 0 of the kv head.
+template <std::size_t Heads>
+void attention_gradients(const float* weights, std::size_t weights_stride, const float* dscores,
+                         std::size_t dscores_stride, std::size_t first,
+                         std::size_t end, const float* keys, float* dkeys, float* dvalues, std::size_t stride,
+                         const float* queries, const float* dout, float* dqueries, std::size_t head_dim) noexcept {
+    // Both loops keep Heads x Vectors registers twice, plus the loads.
+    constexpr std::size_t vectors = simd::parts == 1 ? (Heads <= 3 ? 4 : 2) : 1;
+    constexpr std::size_t block = vectors * simd::width;
     std::size_t d = 0;
     for (; d + block <= head_dim; d += block) {
-        query_key_gradients_block<4>(dscores, first, end, keys + d, dkeys + d, stride, query + d, dquery + d);
+        attention_gradients_block<Heads, vectors>(weights, weights_stride, dscores, dscores_stride, first, end, keys + d, dkeys + d,
+                                                  dvalues + d, stride, queries + d, dout + d, dqueries + d, head_dim);
     }
     for (; d + simd::width <= head_dim; d += simd::width) {
-        query_key_gradients_block<1>(dscores, first, end, keys + d, dkeys + d, stride, query + d, dquery + d);
+        attention_gradients_block<Heads, 1>(weights, weights_stride, dscores, dscores_stride, first, end, keys + d, dkeys + d, dvalues + d,
+                                            stride, queries + d, dout + d, dqueries + d, head_dim);
     }
     for (; d < head_dim; ++d) {
-        float sum = 0.0f;
         for (std::size_t k = first; k < end; ++k) {
-            sum = sum + dscores[k - first] * keys[k * stride + d];
-            dkeys[k * stride + d] = dkeys[k * stride + d] + dscores[k - first] * query[d];
+            float value = dvalues[k * stride + d], key = dkeys[k * stride + d];
+            for (std::size_t h = 0; h < Heads; ++h) {
+                value = value + weights[h * weights_stride + k - first] * dout[h * head_dim + d];
+                key = key + dscores[h * dscores_stride + k - first] * queries[h * head_dim + d];
+            }
+            dvalues[k * stride + d] = value;
+            dkeys[k * stride + d] = key;
         }
-        dquery[d] = sum;
+        for (std::size_t h = 0; h < Heads; ++h) {
+            float sum = 0.0f;
+            for (std::size_t k = first; k < end; ++k) sum = sum + dscores[h * dscores_stride + k - first] * keys[k * stride + d];
+            dqueries[h * head_dim + d] = sum;
+        }
     }
 }
 
@@ -371,7 +417,8 @@ inline void query_key_gradients(const float* dscores, std::size_t first, std::si
 
 // Backward of causal_attention_keeping(): from dout [rows, query_heads, head_dim] to dqueries,
 // dkeys and dvalues (overwritten). A task owns one key/value head of one sequence and
-// visits its query heads and positions in order, so every sum has one fixed order.
+// visits its positions in order, the query heads of each position in order, so every sum
+// has one fixed order.
 inline void causal_attention_backward(std::span<const TrainingSequence> sequences, const AttentionShape& shape,
                                       const float* queries, const float* keys, const float* values,
                                       const float* weights, const float* dout, float* dqueries, float* dkeys,
@@ -396,33 +443,32 @@ inline void causal_attention_backward(std::span<const TrainingSequence> sequence
                 std::fill_n(dkeys + kv_base + k * kv_stride, head_dim, 0.0f);
                 std::fill_n(dvalues + kv_base + k * kv_stride, head_dim, 0.0f);
             }
-            dscores.resize(blocks * reduction_lanes);
-            for (std::size_t head = kv_head * group; head < (kv_head + 1) * group; ++head) {
-                for (std::size_t t = 0; t < tokens; ++t) {
-                    const float* row = weights + offsets[item / shape.kv_heads] + (head * tokens + t) * tokens;
+            const std::size_t row_length = blocks * reduction_lanes;
+            dscores.resize(detail::heads_at_once * row_length);
+            const float* sequence_weights = weights + offsets[item / shape.kv_heads];
+            for (std::size_t t = 0; t < tokens; ++t) {
+                const std::size_t first = detail::first_key(t, shape.sliding_window), count = t + 1 - first;
+                const std::size_t skip = first - detail::first_block_start(first);
+                detail::in_head_chunks(group, [&](std::size_t chunk, auto heads) {
+                    constexpr std::size_t H = decltype(heads)::value;
+                    const std::size_t head = kv_head * group + chunk;
                     const std::size_t q_offset = (sequence.first_row + t) * q_stride + head * head_dim;
-                    const float* query = queries + q_offset;
-                    const float* gradient = dout + q_offset;
-                    const std::size_t first = detail::first_key(t, shape.sliding_window), count = t + 1 - first;
-                    // Through the weighted sum: d weight[k] = dout . value_k (at dscores[k - first]);
-                    // d value_k += weight[k] * dout.
-                    detail::attention_scores<1>(gradient, head_dim, value_blocks.data(), head_dim, first, t + 1, 1.0f,
-                                                dscores.data(), dscores.size());
-                    float* dscore = dscores.data() + (first - detail::first_block_start(first));
-                    for (std::size_t k = first; k <= t; ++k) {
-                        float* dvalue = dvalues + kv_base + k * kv_stride;
-                        simd::elementwise(0, head_dim, [&](std::size_t d, auto type) {
-                            using T = decltype(type);
-                            simd::store_as(dvalue + d, simd::load_as<T>(dvalue + d) + T(row[k]) * simd::load_as<T>(gradient + d));
-                        });
-                    }
+                    // d weight[k] = dout . value_k, at dscores[h * row_length + skip + k - first].
+                    detail::attention_scores<H>(dout + q_offset, head_dim, value_blocks.data(), head_dim, first, t + 1,
+                                                1.0f, dscores.data(), row_length);
                     // Through the softmax: d score[k] = weight[k] * (d weight[k] - sum_j weight[j] d weight[j]).
-                    const float mean = dot(row + first, dscore, count);
-                    for (std::size_t j = 0; j < count; ++j) dscore[j] = row[first + j] * (dscore[j] - mean) * scale;
-                    // Through the scaled dot products.
-                    detail::query_key_gradients(dscore, first, t + 1, keys + kv_base, dkeys + kv_base, kv_stride, query,
-                                                head_dim, dqueries + q_offset);
-                }
+                    const float* first_weights = sequence_weights + (head * tokens + t) * tokens + first;
+                    for (std::size_t h = 0; h < H; ++h) {
+                        const float* row = first_weights + h * tokens * tokens;
+                        float* dscore = dscores.data() + h * row_length + skip;
+                        const float mean = dot(row, dscore, count);
+                        for (std::size_t j = 0; j < count; ++j) dscore[j] = row[j] * (dscore[j] - mean) * scale;
+                    }
+                    // Through the weighted sum and the scaled dot products.
+                    detail::attention_gradients<H>(first_weights, tokens * tokens, dscores.data() + skip, row_length, first, t + 1, keys + kv_base,
+                                                   dkeys + kv_base, dvalues + kv_base, kv_stride, queries + q_offset,
+                                                   dout + q_offset, dqueries + q_offset, head_dim);
+                });
             }
         }
     });
