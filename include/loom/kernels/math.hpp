@@ -105,9 +105,10 @@ static_assert(simd::width == 2 * Doubles::size, "a float register widens to two 
 // The low and high halves of a float register, widened exactly.
 inline void widen(const simd::Floats& x, Doubles& low, Doubles& high) noexcept {
 #if defined(LOOM_EXP_X86) && XSIMD_WITH_AVX512F
+    // (Zero-masking forms with every lane kept: see simd::low_half.)
     const __m512 v = x;
-    low = _mm512_cvtps_pd(simd::low_half(v));
-    high = _mm512_cvtps_pd(simd::high_half(v));
+    low = _mm512_maskz_cvtps_pd(0xff, simd::low_half(v));
+    high = _mm512_maskz_cvtps_pd(0xff, simd::high_half(v));
 #elif defined(LOOM_EXP_X86) && XSIMD_WITH_AVX
     const __m256 v = x;
     low = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
@@ -127,8 +128,9 @@ inline void widen(const simd::Floats& x, Doubles& low, Doubles& high) noexcept {
 // Each lane rounded to float once (to nearest even, as float(double) does), low half first.
 inline simd::Floats narrow(const Doubles& low, const Doubles& high) noexcept {
 #if defined(LOOM_EXP_X86) && XSIMD_WITH_AVX512F
-    const __m512d joined = _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(_mm512_cvtpd_ps(low))),
-                                              _mm256_castps_pd(_mm512_cvtpd_ps(high)), 1);
+    const __m512d joined =
+        _mm512_maskz_insertf64x4(0xff, _mm512_castpd256_pd512(_mm256_castps_pd(_mm512_maskz_cvtpd_ps(0xff, low))),
+                                 _mm256_castps_pd(_mm512_maskz_cvtpd_ps(0xff, high)), 1);
     return _mm512_castpd_ps(joined);
 #elif defined(LOOM_EXP_X86) && XSIMD_WITH_AVX
     return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(low)), _mm256_cvtpd_ps(high), 1);

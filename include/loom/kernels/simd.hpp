@@ -114,7 +114,11 @@ LOOM_ALWAYS_INLINE void store_as(float* p, const T& v) noexcept {
 }
 template <typename T>
 LOOM_ALWAYS_INLINE T square_root(const T& v) noexcept {
-#if defined(LOOM_SIMD_XSIMD)
+#if defined(LOOM_SIMD_X86_512)
+    if constexpr (!std::is_same_v<T, float>) {
+        return _mm512_maskz_sqrt_ps(0xffff, v);  // xsimd's sqrt: the non-masking form, see low_half
+    } else
+#elif defined(LOOM_SIMD_XSIMD)
     if constexpr (!std::is_same_v<T, float>) {
         return xsimd::sqrt(v);
     } else
