@@ -219,9 +219,9 @@ LOOM_ALWAYS_INLINE T exp_f32_any(const T& x) noexcept {
 
 // out[i] = exp_f32(in[i]), bit for bit. `in` and `out` are the same array or do not overlap.
 inline void exp_f32(const float* in, float* out, std::size_t n) noexcept {
-    std::size_t i = 0;
-    for (; i + simd::width <= n; i += simd::width) simd::store(out + i, exp_f32_lanes(simd::load(in + i)));
-    for (; i < n; ++i) out[i] = exp_f32(in[i]);
+    simd::elementwise(0, n, [&](std::size_t i, auto type) {
+        simd::store_as(out + i, exp_f32_any(simd::load_as<decltype(type)>(in + i)));
+    });
 }
 
 // Natural logarithm in double for finite x > 0; NaN for x < 0, -inf for 0.

@@ -48,20 +48,18 @@ inline float maximum(const float* values, std::size_t n) noexcept {
 
 // values[i] = exp_f32(values[i] - subtrahend)
 inline void exp_of_difference(float* values, float subtrahend, std::size_t n) noexcept {
-    const simd::Floats broadcast = simd::broadcast(subtrahend);
-    std::size_t i = 0;
-    for (; i + simd::width <= n; i += simd::width) {
-        simd::store(values + i, exp_f32_lanes(simd::load(values + i) - broadcast));
-    }
-    for (; i < n; ++i) values[i] = exp_f32(values[i] - subtrahend);
+    simd::elementwise(0, n, [&](std::size_t i, auto type) {
+        using T = decltype(type);
+        simd::store_as(values + i, exp_f32_any(simd::load_as<T>(values + i) - T(subtrahend)));
+    });
 }
 
 // values[i] = values[i] / divisor (a true division: a reciprocal would round differently)
 inline void divide_in_place(float* values, float divisor, std::size_t n) noexcept {
-    const simd::Floats broadcast = simd::broadcast(divisor);
-    std::size_t i = 0;
-    for (; i + simd::width <= n; i += simd::width) simd::store(values + i, simd::load(values + i) / broadcast);
-    for (; i < n; ++i) values[i] = values[i] / divisor;
+    simd::elementwise(0, n, [&](std::size_t i, auto type) {
+        using T = decltype(type);
+        simd::store_as(values + i, simd::load_as<T>(values + i) / T(divisor));
+    });
 }
 
 // out[i] = weight[i] * (x[i] * inverse_rms), the weight stored as `dtype`.
@@ -122,17 +120,12 @@ inline void softmax(float* values, std::size_t n) noexcept {
 
 // gate[i] = silu(gate[i]) * up[i], with silu(x) = x * (1 / (1 + e^-x)) as PyTorch computes it.
 inline void silu_multiply(float* gate, const float* up, std::size_t n) noexcept {
-    const simd::Floats one = simd::broadcast(1.0f);
-    std::size_t i = 0;
-    for (; i + simd::width <= n; i += simd::width) {
-        const simd::Floats x = simd::load(gate + i);
-        const simd::Floats sigmoid = one / (one + exp_f32_lanes(-x));
-        simd::store(gate + i, (x * sigmoid) * simd::load(up + i));
-    }
-    for (; i < n; ++i) {
-        const float sigmoid = 1.0f / (1.0f + exp_f32(-gate[i]));
-        gate[i] = (gate[i] * sigmoid) * up[i];
-    }
+    simd::elementwise(0, n, [&](std::size_t i, auto type) {
+        using T = decltype(type);
+        const T x = simd::load_as<T>(gate + i), one(1.0f);
+        const T sigmoid = one / (one + exp_f32_any(-x));
+        simd::store_as(gate + i, (x * sigmoid) * simd::load_as<T>(up + i));
+    });
 }
 
 // Backward of silu_multiply() given its inputs gate and up and the gradient of its output:
@@ -150,9 +143,10 @@ inline void silu_multiply_backward(const float* gate, const float* up, const flo
 
 // x += y
 inline void add_in_place(float* x, const float* y, std::size_t n) noexcept {
-    std::size_t i = 0;
-    for (; i + simd::width <= n; i += simd::width) simd::store(x + i, simd::load(x + i) + simd::load(y + i));
-    for (; i < n; ++i) x[i] = x[i] + y[i];
+    simd::elementwise(0, n, [&](std::size_t i, auto type) {
+        using T = decltype(type);
+        simd::store_as(x + i, simd::load_as<T>(x + i) + simd::load_as<T>(y + i));
+    });
 }
 
 }  // namespace loom::kernels
