@@ -247,8 +247,8 @@ inline void causal_attention(std::span<const AttentionSequence> sequences, const
             detail::in_head_chunks(group, [&](std::size_t chunk, auto heads) {
                 const std::size_t offset = (first_head + chunk) * head_dim;
                 detail::attend<decltype(heads)::value>(sequence->queries + offset, keys, values, kv_stride, head_dim,
-                                        sequence->first_position + token, shape.sliding_window, scale, scores,
-                                        sequence->out + offset);
+                                                       sequence->first_position + token, shape.sliding_window, scale,
+                                                       scores, sequence->out + offset);
             });
         }
     });
@@ -305,11 +305,12 @@ inline void causal_attention_keeping(std::span<const TrainingSequence> sequences
                 const std::size_t row = detail::score_row_length(first, t + 1);
                 const std::size_t skip = first - detail::first_block_start(first);
                 detail::in_head_chunks(group, [&](std::size_t chunk, auto heads) {
+                    constexpr std::size_t H = decltype(heads)::value;
                     const std::size_t head = kv_head * group + chunk;
                     const std::size_t offset = (sequence.first_row + t) * q_stride + head * head_dim;
-                    detail::attend<decltype(heads)::value>(queries + offset, key_blocks.data(), sequence_values, kv_stride, head_dim,
-                                            t, shape.sliding_window, scale, scores, out + offset);
-                    for (std::size_t h = 0; h < decltype(heads)::value; ++h) {
+                    detail::attend<H>(queries + offset, key_blocks.data(), sequence_values, kv_stride, head_dim, t,
+                                      shape.sliding_window, scale, scores, out + offset);
+                    for (std::size_t h = 0; h < H; ++h) {
                         float* weight_row = sequence_weights + ((head + h) * tokens + t) * tokens;
                         std::fill(weight_row, weight_row + tokens, 0.0f);
                         std::copy_n(scores.data() + h * row + skip, t + 1 - first, weight_row + first);
@@ -328,16 +329,18 @@ namespace detail {
 // the heads, which add their terms in head order; a block of Vectors registers of each
 // head's dquery stays in registers over the keys.
 template <std::size_t Heads, std::size_t Vectors>
-LOOM_ALWAYS_INLINE void attention_gradients_block(const float* weights, std::size_t weights_stride, const float* dscores,
-                                                  std::size_t dscores_stride,
-                                                  std::size_t first, std::size_t end, const float* keys, float* dkeys,
-                                                  float* dvalues, std::size_t stride, const float* queries,
-                                                  const float* dout, float* dqueries, std::size_t head_dim) noexcept {
+LOOM_ALWAYS_INLINE void attention_gradients_block(const float* weights, std::size_t weights_stride,
+                                                  const float* dscores, std::size_t dscores_stride, std::size_t first,
+                                                  std::size_t end, const float* keys, float* dkeys, float* dvalues,
+                                                  std::size_t stride, const float* queries, const float* dout,
+                                                  float* dqueries, std::size_t head_dim) noexcept {
     using simd::Floats;
     {  // d value_k += weight[k] * dout, head by head
         Floats gradient[Heads][Vectors];
         LOOM_UNROLL for (std::size_t h = 0; h < Heads; ++h) {
-            LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) gradient[h][v] = simd::load(dout + h * head_dim + v * simd::width);
+            LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) {
+                gradient[h][v] = simd::load(dout + h * head_dim + v * simd::width);
+            }
         }
         for (std::size_t k = first; k < end; ++k) {
             float* dvalue = dvalues + k * stride;
@@ -372,7 +375,9 @@ LOOM_ALWAYS_INLINE void attention_gradients_block(const float* weights, std::siz
         }
     }
     LOOM_UNROLL for (std::size_t h = 0; h < Heads; ++h) {
-        LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) simd::store(dqueries + h * head_dim + v * simd::width, sums[h][v]);
+        LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) {
+            simd::store(dqueries + h * head_dim + v * simd::width, sums[h][v]);
+        }
     }
 }
 
@@ -380,20 +385,22 @@ LOOM_ALWAYS_INLINE void attention_gradients_block(const float* weights, std::siz
 // keys [first, end) from their start; keys, dkeys and dvalues point at key 0 of the kv head.
 template <std::size_t Heads>
 void attention_gradients(const float* weights, std::size_t weights_stride, const float* dscores,
-                         std::size_t dscores_stride, std::size_t first,
-                         std::size_t end, const float* keys, float* dkeys, float* dvalues, std::size_t stride,
-                         const float* queries, const float* dout, float* dqueries, std::size_t head_dim) noexcept {
+                         std::size_t dscores_stride, std::size_t first, std::size_t end, const float* keys,
+                         float* dkeys, float* dvalues, std::size_t stride, const float* queries, const float* dout,
+                         float* dqueries, std::size_t head_dim) noexcept {
     // Both loops keep Heads x Vectors registers twice, plus the loads.
     constexpr std::size_t vectors = simd::parts == 1 ? (Heads <= 3 ? 4 : 2) : 1;
     constexpr std::size_t block = vectors * simd::width;
     std::size_t d = 0;
     for (; d + block <= head_dim; d += block) {
-        attention_gradients_block<Heads, vectors>(weights, weights_stride, dscores, dscores_stride, first, end, keys + d, dkeys + d,
-                                                  dvalues + d, stride, queries + d, dout + d, dqueries + d, head_dim);
+        attention_gradients_block<Heads, vectors>(weights, weights_stride, dscores, dscores_stride, first, end, keys + d,
+                                                  dkeys + d, dvalues + d, stride, queries + d, dout + d, dqueries + d,
+                                                  head_dim);
     }
     for (; d + simd::width <= head_dim; d += simd::width) {
-        attention_gradients_block<Heads, 1>(weights, weights_stride, dscores, dscores_stride, first, end, keys + d, dkeys + d, dvalues + d,
-                                            stride, queries + d, dout + d, dqueries + d, head_dim);
+        attention_gradients_block<Heads, 1>(weights, weights_stride, dscores, dscores_stride, first, end, keys + d,
+                                            dkeys + d, dvalues + d, stride, queries + d, dout + d, dqueries + d,
+                                            head_dim);
     }
     for (; d < head_dim; ++d) {
         for (std::size_t k = first; k < end; ++k) {
@@ -407,7 +414,9 @@ void attention_gradients(const float* weights, std::size_t weights_stride, const
         }
         for (std::size_t h = 0; h < Heads; ++h) {
             float sum = 0.0f;
-            for (std::size_t k = first; k < end; ++k) sum = sum + dscores[h * dscores_stride + k - first] * keys[k * stride + d];
+            for (std::size_t k = first; k < end; ++k) {
+                sum = sum + dscores[h * dscores_stride + k - first] * keys[k * stride + d];
+            }
             dqueries[h * head_dim + d] = sum;
         }
     }
@@ -465,9 +474,9 @@ inline void causal_attention_backward(std::span<const TrainingSequence> sequence
                         for (std::size_t j = 0; j < count; ++j) dscore[j] = row[j] * (dscore[j] - mean) * scale;
                     }
                     // Through the weighted sum and the scaled dot products.
-                    detail::attention_gradients<H>(first_weights, tokens * tokens, dscores.data() + skip, row_length, first, t + 1, keys + kv_base,
-                                                   dkeys + kv_base, dvalues + kv_base, kv_stride, queries + q_offset,
-                                                   dout + q_offset, dqueries + q_offset, head_dim);
+                    detail::attention_gradients<H>(first_weights, tokens * tokens, dscores.data() + skip, row_length, first,
+                                                   t + 1, keys + kv_base, dkeys + kv_base, dvalues + kv_base, kv_stride,
+                                                   queries + q_offset, dout + q_offset, dqueries + q_offset, head_dim);
                 });
             }
         }
