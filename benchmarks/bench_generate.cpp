@@ -31,11 +31,13 @@
 namespace {
 
 constexpr const char* usage =
-    "usage: loom_bench_generate [--prompt-tokens N] [--new-tokens N] [--presets a,b] [--dtypes a,b]\n"
-    "                           [--threads a,b] [--dir DIR] [--bandwidth-mib N] [--pytorch]\n"
+    "usage: loom_bench_generate [--prompt-tokens N] [--new-tokens N] [--repetitions N] [--presets a,b]\n"
+    "                           [--dtypes a,b] [--threads a,b] [--dir DIR] [--bandwidth-mib N] [--pytorch]\n"
     "\n"
     "  --prompt-tokens  prompt length; prefill speed and TTFT are measured on it (default 128)\n"
     "  --new-tokens     greedy tokens generated after the prompt, at least 2 (default 128)\n"
+    "  --repetitions    timed runs per model and thread count, after one warm-up run; speeds and\n"
+    "                   TTFT are their means, as llama-bench's -r (default 3)\n"
     "  --presets        model shapes: smollm2-135m, qwen2.5-0.5b (default both), or a tiny test preset\n"
     "  --dtypes         stored weight types: bf16, f32, f16 (default bf16,f32)\n"
     "  --threads        thread counts to run each model at (default 1,2)\n"
@@ -53,6 +55,7 @@ constexpr int bandwidth_repeats = 10;
 struct Options {
     std::size_t prompt_tokens = 128;
     std::size_t new_tokens = 128;
+    std::size_t repetitions = 3;
     std::vector<std::string> presets = {"smollm2-135m", "qwen2.5-0.5b"};
     std::vector<std::string> dtypes = {"bf16", "f32"};
     std::vector<std::size_t> threads = {1, 2};
@@ -87,6 +90,7 @@ Options parse_options(int argc, char** argv) {
         const std::string value = argv[++i];
         if (flag == "--prompt-tokens") options.prompt_tokens = loom_bench::parse_at_least(flag, value, 1);
         else if (flag == "--new-tokens") options.new_tokens = loom_bench::parse_at_least(flag, value, 2);  // decode starts after the first
+        else if (flag == "--repetitions") options.repetitions = loom_bench::parse_at_least(flag, value, 1);
         else if (flag == "--bandwidth-mib") options.bandwidth_mib = loom_bench::parse_at_least(flag, value, 1);
         else if (flag == "--dir") options.dir = value;
         else if (flag == "--presets") {
@@ -196,27 +200,36 @@ std::string threads_label(std::size_t threads) {
     return std::to_string(threads) + (threads == 1 ? " thread" : " threads");
 }
 
+double mean(const std::vector<double>& values) {
+    return std::accumulate(values.begin(), values.end(), 0.0) / double(values.size());
+}
+
 struct LoomRun {
-    loom::generate::Timings timings;
+    std::vector<double> prefill_tokens_per_second, decode_tokens_per_second, time_to_first_token_ms;  // per run
     std::size_t weight_bytes_per_token = 0;
     double peak_rss_mib = 0.0;  // from loading to the last token
 };
 
 LoomRun run_loom(const std::filesystem::path& folder, const std::vector<int>& prompt, std::size_t new_tokens,
-                 std::size_t threads) {
+                 std::size_t threads, std::size_t repetitions) {
     LoomRun run;
     loom_bench::reset_peak_rss();
     const auto model = loom::models::load_model(folder.string());
     run.weight_bytes_per_token = weight_bytes_per_token(model.network->weights());
     loom::ThreadPool pool(threads);
     loom::generate::GenerateOptions options;
-    // A short warm-up run first, as llama-bench does: thread start-up and first-touch page
-    // faults of the scratch buffers are not what prefill and decode speeds measure.
+    // A warm-up run of the same prompt first, as llama-bench does: thread start-up and
+    // first-touch page faults of the scratch buffers are not what prefill and decode speeds
+    // measure. Then, also as llama-bench does, the mean of several timed runs.
     options.max_tokens = 2;
-    loom::generate::generate(*model.network, std::vector<int>(prompt.begin(), prompt.begin() + std::min<std::size_t>(prompt.size(), 16)),
-                             options, pool);
+    loom::generate::generate(*model.network, prompt, options, pool);
     options.max_tokens = new_tokens;  // no EOS: always the full count
-    run.timings = loom::generate::generate(*model.network, prompt, options, pool).timings;
+    for (std::size_t repetition = 0; repetition < repetitions; ++repetition) {
+        const auto timings = loom::generate::generate(*model.network, prompt, options, pool).timings;
+        run.prefill_tokens_per_second.push_back(timings.prefill_tokens_per_second());
+        run.decode_tokens_per_second.push_back(timings.decode_tokens_per_second());
+        run.time_to_first_token_ms.push_back(timings.time_to_first_token_ms);
+    }
     run.peak_rss_mib = loom_bench::peak_rss_mib();
     return run;
 }
@@ -287,8 +300,9 @@ int run(const Options& options, int argc, char** argv) {
     std::printf("command: %s\n", command_line.c_str());
     loom_bench::print_machine();
     std::printf("Loom: %s, %s build\n", compiler_name(), LOOM_BUILD_CONFIG);
-    std::printf("workload: %zu-token prompt, then %zu greedy tokens; synthetic checkpoints in %s, memory-mapped\n",
-                options.prompt_tokens, options.new_tokens, options.dir.c_str());
+    std::printf("workload: %zu-token prompt, then %zu greedy tokens; one warm-up run, then the mean of %zu timed runs; "
+                "synthetic checkpoints in %s, memory-mapped\n",
+                options.prompt_tokens, options.new_tokens, options.repetitions, options.dir.c_str());
     std::fflush(stdout);
 
     std::vector<double> bandwidth;  // GB/s, per entry of options.threads
@@ -329,23 +343,24 @@ int run(const Options& options, int argc, char** argv) {
 
             for (std::size_t t = 0; t < options.threads.size(); ++t) {
                 const std::size_t threads = options.threads[t];
-                const LoomRun loom_run = run_loom(folder, prompt, options.new_tokens, threads);
-                const loom::generate::Timings& timings = loom_run.timings;
-                const double decode = timings.decode_tokens_per_second();
+                const LoomRun loom_run = run_loom(folder, prompt, options.new_tokens, threads, options.repetitions);
+                const double prefill = mean(loom_run.prefill_tokens_per_second);
+                const double decode = mean(loom_run.decode_tokens_per_second);
                 const double bound = bandwidth[t] * 1e9 / double(loom_run.weight_bytes_per_token);
                 std::printf("| %s | %s | %.0f | %zu | %.1f | %.2f | %.0f | %.0f | %.1f | %.1f | %.0f%% |", preset.c_str(),
-                            dtype.c_str(), file_mb, threads, timings.prefill_tokens_per_second(), decode,
-                            timings.time_to_first_token_ms, loom_run.peak_rss_mib,
+                            dtype.c_str(), file_mb, threads, prefill, decode,
+                            mean(loom_run.time_to_first_token_ms), loom_run.peak_rss_mib,
                             double(loom_run.weight_bytes_per_token) / 1e6, bound, 100.0 * decode / bound);
                 if (pytorch) {
                     const PythonRun reference = run_pytorch_script(
                         "--model " + shell_quote(folder.string()) + " --ids " + join(prompt) + " --new-tokens " +
-                        std::to_string(options.new_tokens) + " --threads " + std::to_string(threads));
+                        std::to_string(options.new_tokens) + " --threads " + std::to_string(threads) +
+                        " --repetitions " + std::to_string(options.repetitions));
                     if (reference.exit_code == 0 && reference.result) {
                         const double torch_prefill = (*reference.result)["prefill_tokens_per_second"].get<double>();
                         const double torch_decode = (*reference.result)["decode_tokens_per_second"].get<double>();
                         std::printf(" %.1f | %.2f | %.2fx | %.2fx |", torch_prefill, torch_decode,
-                                    timings.prefill_tokens_per_second() / torch_prefill, decode / torch_decode);
+                                    prefill / torch_prefill, decode / torch_decode);
                     } else {
                         std::printf(" failed | failed | | |");
                         std::fprintf(stderr, "bench_pytorch.py on %s failed (exit %d): %s", folder.c_str(),

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Plain-PyTorch prefill and decode speed on a Loom benchmark checkpoint, for comparison.
 
-    /usr/bin/python3 benchmarks/bench_pytorch.py --model DIR --ids "1,2,3" --new-tokens N [--threads N]
+    /usr/bin/python3 benchmarks/bench_pytorch.py --model DIR --ids "1,2,3" --new-tokens N [--threads N] [--repetitions N]
     /usr/bin/python3 benchmarks/bench_pytorch.py --probe [--threads N]
 
 Run by `loom_bench_generate --pytorch` with the same checkpoint folder, prompt ids and
@@ -177,11 +177,15 @@ def main(argv=None):
     parser.add_argument("--ids", help='prompt token ids, e.g. "1,2,3"')
     parser.add_argument("--new-tokens", type=int, default=128, help="greedy tokens to generate (default 128)")
     parser.add_argument("--threads", type=int, default=1, help="OpenBLAS threads (default 1)")
+    parser.add_argument("--repetitions", type=int, default=3,
+                        help="timed runs after one warm-up run; speeds and TTFT are their means (default 3)")
     parser.add_argument("--probe", action="store_true", help="only report torch's version and matmul speed")
     try:
         args = parser.parse_args(argv)
         if args.threads < 1:
             raise BenchError("--threads must be at least 1")
+        if args.repetitions < 1:
+            raise BenchError("--repetitions must be at least 1")
         if not args.probe:
             if not args.model or not args.ids:
                 raise BenchError("--model and --ids are required (or --probe)")
@@ -218,8 +222,12 @@ def main(argv=None):
         except (ref.ReferenceError, BenchError, OSError) as failure:
             sys.stderr.write("%s: error: %s\n" % (PROG, str(failure).replace("\n", " ")))
             return 2
-        run(ref, torch, model, prompt[:16], 2)  # warm-up, as the Loom side and llama-bench do
-        result.update(run(ref, torch, model, prompt, args.new_tokens))
+        run(ref, torch, model, prompt, 2)  # warm-up, as the Loom side and llama-bench do
+        runs = [run(ref, torch, model, prompt, args.new_tokens) for _ in range(args.repetitions)]
+        result.update(runs[-1])
+        for key in ("prefill_tokens_per_second", "decode_tokens_per_second", "time_to_first_token_ms"):
+            result[key] = sum(r[key] for r in runs) / len(runs)
+        result["repetitions"] = len(runs)
     print(json.dumps(result))
     return 0
 
