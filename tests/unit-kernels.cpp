@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cmath>
 #include <mutex>
 #include <cstring>
@@ -94,6 +95,56 @@ TEST_CASE("kernels: dot accumulates in 16 lanes folded in a fixed tree", "[kerne
         }
         INFO("n = " << n);
         CHECK(loom::kernels::dot(x.data(), y.data(), n) == lanes[0]);
+    }
+}
+
+// fold_each's gathered tree must add exactly what fold() adds: compared bit for bit, with
+// values whose sums depend on the order and signed zeros. (NaN payloads are not part of
+// the contract: the compiler may swap the operands of a scalar addition. A NaN must stay
+// a NaN.)
+template <std::size_t N>
+void check_fold_each_matches_fold(std::uint64_t seed) {
+    loom::Random random(seed);
+    alignas(64) float lanes[N][loom::kernels::reduction_lanes];
+    for (auto& accumulator : lanes) {
+        for (float& lane : accumulator) {
+            const double pick = random.uniform();
+            lane = pick < 0.05   ? -0.0f
+                   : pick < 0.1  ? 0.0f
+                   : pick < 0.12 ? std::bit_cast<float>(0x7fc00000u | std::uint32_t(random.uniform() * 0x3fffff))
+                   : pick < 0.14 ? std::bit_cast<float>(0xffc00000u | std::uint32_t(random.uniform() * 0x3fffff))
+                                 : float(std::ldexp(2.0 * random.uniform() - 1.0, int(random.uniform() * 60) - 30));
+        }
+    }
+    loom::kernels::simd::Lanes16 accumulators[N];
+    for (std::size_t i = 0; i < N; ++i) accumulators[i] = loom::kernels::simd::load16(lanes[i]);
+    float folded[N];
+    loom::kernels::simd::fold_each<N>(accumulators, folded);
+    for (std::size_t i = 0; i < N; ++i) {
+        float expected_lanes[loom::kernels::reduction_lanes];
+        std::copy(std::begin(lanes[i]), std::end(lanes[i]), expected_lanes);
+        const float expected = loom::kernels::fold_lanes(expected_lanes);
+        INFO(N << " accumulators, number " << i);
+        for (const float result : {folded[i], loom::kernels::simd::fold(accumulators[i])}) {
+            if (std::isnan(expected)) {
+                CHECK(std::isnan(result));
+            } else {
+                CHECK(std::bit_cast<std::uint32_t>(result) == std::bit_cast<std::uint32_t>(expected));
+            }
+        }
+    }
+}
+
+TEST_CASE("kernels: folding many accumulators at once gives each one's fold bit for bit", "[kernels][reduce]") {
+    for (std::uint64_t seed = 1; seed <= 20; ++seed) {
+        check_fold_each_matches_fold<1>(seed);
+        check_fold_each_matches_fold<4>(seed);
+        check_fold_each_matches_fold<6>(seed);
+        check_fold_each_matches_fold<15>(seed);
+        check_fold_each_matches_fold<16>(seed);
+        check_fold_each_matches_fold<21>(seed);
+        check_fold_each_matches_fold<25>(seed);
+        check_fold_each_matches_fold<40>(seed);
     }
 }
 

@@ -57,6 +57,17 @@ inline constexpr std::size_t decode_rows = 1;
 // 1.2-1.3x faster and 4-12 rows 1.1-1.2x. Tiles over panels already in cache do not.
 inline constexpr std::size_t prefetch_distance = 2048;
 
+// out[r * out_stride + c * out_column_stride] = the folded sums[r][c].
+template <std::size_t R, std::size_t C>
+LOOM_ALWAYS_INLINE void store_tile(const simd::Lanes16 (&sums)[R][C], float* out, std::size_t out_stride,
+                                   std::size_t out_column_stride) noexcept {
+    float folded[R * C];
+    simd::fold_each<R * C>(&sums[0][0], folded);
+    LOOM_UNROLL for (std::size_t r = 0; r < R; ++r) {
+        LOOM_UNROLL for (std::size_t c = 0; c < C; ++c) out[r * out_stride + c * out_column_stride] = folded[r * C + c];
+    }
+}
+
 // out[r * out_stride + c * out_column_stride] = dot(x row r, weight row c) for R rows of x
 // and C weight rows `weight_stride` bytes apart.
 template <DType dtype, std::size_t R, std::size_t C, bool from_memory = false>
@@ -93,9 +104,7 @@ void dot_tile(const float* x, std::size_t x_stride, const std::byte* weight, std
             LOOM_UNROLL for (std::size_t c = 0; c < C; ++c) simd::multiply_add(sums[r][c], xs, w[c]);
         }
     }
-    LOOM_UNROLL for (std::size_t r = 0; r < R; ++r) {
-        LOOM_UNROLL for (std::size_t c = 0; c < C; ++c) out[r * out_stride + c * out_column_stride] = simd::fold(sums[r][c]);
-    }
+    store_tile(sums, out, out_stride, out_column_stride);
 }
 
 #if defined(LOOM_USE_BF16_DOT)
@@ -151,13 +160,11 @@ void dot_tile(const std::uint16_t* x, std::size_t x_stride, const std::byte* wei
         const auto mask = __mmask32((1ull << (in - whole)) - 1);
         bf16_dot_block<R, C, from_memory, true>(sums, x, x_stride, weight, weight_stride, whole, mask);
     }
+    simd::Lanes16 lanes[R][C];
     LOOM_UNROLL for (std::size_t r = 0; r < R; ++r) {
-        LOOM_UNROLL for (std::size_t c = 0; c < C; ++c) {
-            simd::Lanes16 lanes;
-            lanes.part[0] = sums[r][c];
-            out[r * out_stride + c * out_column_stride] = simd::fold(lanes);
-        }
+        LOOM_UNROLL for (std::size_t c = 0; c < C; ++c) lanes[r][c].part[0] = sums[r][c];
     }
+    store_tile(lanes, out, out_stride, out_column_stride);
 }
 #endif
 

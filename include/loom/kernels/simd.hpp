@@ -8,6 +8,7 @@
 // The target is chosen at compile time from the compiler's flags (xsimd's default_arch):
 // -march=native, -mavx2 -mfma -mf16c, or the x86-64 baseline (SSE2). LOOM_SIMD_SCALAR forces
 // plain C++, and WebAssembly builds use it too (xsimd 8.1 has no WebAssembly support).
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -213,6 +214,48 @@ LOOM_ALWAYS_INLINE float fold(const Lanes16& acc) noexcept {
     store16(lanes, acc);
     return fold_lanes(lanes);
 #endif
+}
+
+// fold(acc[i]) into out[i] for i < N, with the same additions in the same order. On
+// AVX-512, sixteen accumulators share each level of the tree: two registers' halves are
+// gathered into one and added, so a level costs two shuffles and an add per pair of
+// registers instead of a shuffle and an add per accumulator (a 5 x 5 tile over 576 inputs:
+// about 5% faster). Fewer than 6 left over are folded one by one.
+template <std::size_t N>
+LOOM_ALWAYS_INLINE void fold_each(const Lanes16* acc, float* out) noexcept {
+    std::size_t first = 0;
+#if defined(LOOM_SIMD_X86_512)
+    LOOM_UNROLL for (; first + 6 <= N; first += 16) {
+        const std::size_t count = std::min<std::size_t>(16, N - first);
+        __m512 level[16];
+        LOOM_UNROLL for (std::size_t i = 0; i < 16; ++i) {
+            level[i] = i < count ? __m512(acc[first + i].part[0]) : _mm512_setzero_ps();
+        }
+        // Lane l += lane l + 8: accumulator 2i in the low half of register i, 2i + 1 in the high.
+        LOOM_UNROLL for (std::size_t i = 0; i < 8; ++i) {
+            level[i] = _mm512_add_ps(_mm512_shuffle_f32x4(level[2 * i], level[2 * i + 1], 0x44),
+                                     _mm512_shuffle_f32x4(level[2 * i], level[2 * i + 1], 0xee));
+        }
+        // Lane l += lane l + 4: accumulator 4i + j in 128-bit block j of register i.
+        LOOM_UNROLL for (std::size_t i = 0; i < 4; ++i) {
+            level[i] = _mm512_add_ps(_mm512_shuffle_f32x4(level[2 * i], level[2 * i + 1], 0x88),
+                                     _mm512_shuffle_f32x4(level[2 * i], level[2 * i + 1], 0xdd));
+        }
+        // Lane l += lane l + 2: block j of register i holds accumulators 8i + j and 8i + 4 + j.
+        LOOM_UNROLL for (std::size_t i = 0; i < 2; ++i) {
+            level[i] = _mm512_add_ps(_mm512_shuffle_ps(level[2 * i], level[2 * i + 1], 0x44),
+                                     _mm512_shuffle_ps(level[2 * i], level[2 * i + 1], 0xee));
+        }
+        // Lane 0 += lane 1: block j holds accumulators j, 4 + j, 8 + j, 12 + j.
+        const __m512 folded = _mm512_add_ps(_mm512_shuffle_ps(level[0], level[1], 0x88),
+                                            _mm512_shuffle_ps(level[0], level[1], 0xdd));
+        const __m512i in_order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        alignas(64) float results[16];
+        _mm512_store_ps(results, _mm512_permutexvar_ps(in_order, folded));
+        LOOM_UNROLL for (std::size_t i = 0; i < count; ++i) out[first + i] = results[i];
+    }
+#endif
+    LOOM_UNROLL for (; first < N; ++first) out[first] = fold(acc[first]);
 }
 
 // 16 consecutive weights stored as `dtype` (possibly unaligned: memory-mapped checkpoints),
