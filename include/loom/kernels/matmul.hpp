@@ -86,7 +86,7 @@ void dot_tile(const float* x, std::size_t x_stride, const std::byte* weight, std
             if constexpr (from_memory) {
                 if (i * element % 64 == 0) simd::prefetch(p + prefetch_distance);
             }
-            w[c] = simd::load16_weights<dtype>(p);
+            w[c] = simd::load16_weights<dtype, from_memory>(p);
         }
         LOOM_UNROLL for (std::size_t r = 0; r < R; ++r) {
             const simd::Lanes16 xs = simd::load16(x + r * x_stride + i);
