@@ -131,7 +131,13 @@ LOOM_ALWAYS_INLINE void bf16_dot_block(__m512 (&sums)[R][C], const std::uint16_t
     LOOM_UNROLL for (std::size_t c = 0; c < C; ++c) {
         const std::byte* p = weight + c * weight_stride + i * 2;
         if constexpr (from_memory) simd::prefetch(p + prefetch_distance);
-        w[c] = __m512bh(Tail ? _mm512_maskz_loadu_epi16(mask, p) : _mm512_loadu_si512(p));
+        if constexpr (Tail) {
+            w[c] = __m512bh(_mm512_maskz_loadu_epi16(mask, p));
+        } else if constexpr (from_memory) {  // 32-byte halves, see simd::load16_streamed
+            w[c] = __m512bh(_mm512_castps_si512(simd::load_streamed(reinterpret_cast<const float*>(p))));
+        } else {
+            w[c] = __m512bh(_mm512_loadu_si512(p));
+        }
     }
     LOOM_UNROLL for (std::size_t r = 0; r < R; ++r) {
         const std::uint16_t* p = x + r * x_stride + i;
