@@ -19,12 +19,15 @@
 namespace {
 
 constexpr const char* usage =
-    "usage: loom_bench_serve [--threads a,b] [--streams a,b,c] [--prompt-tokens N] [--new-tokens N] [--preset NAME]\n"
+    "usage: loom_bench_serve [--threads a,b] [--streams a,b,c] [--prompt-tokens N] [--new-tokens N]\n"
+    "                        [--repetitions N] [--preset NAME]\n"
     "\n"
     "  --threads        model thread counts, each measured in turn (default: 1 and all cores)\n"
     "  --streams        concurrent stream counts (default 1,4,8)\n"
     "  --prompt-tokens  prompt length of each stream and of the TTFT probe (default 32)\n"
     "  --new-tokens     tokens each stream generates (default 128)\n"
+    "  --repetitions    runs per stream count; the table gives the mean speed, as llama-bench's -r\n"
+    "                   (default 3)\n"
     "  --preset         model shape (default smollm2-135m)\n";
 
 struct Options {
@@ -32,6 +35,7 @@ struct Options {
     std::vector<std::size_t> streams = {1, 4, 8};
     std::size_t prompt_tokens = 32;
     std::size_t new_tokens = 128;
+    std::size_t repetitions = 3;
     std::string preset = "smollm2-135m";
 };
 
@@ -51,6 +55,7 @@ Options parse(int argc, char** argv) {
         else if (flag == "--prompt-tokens") options.prompt_tokens = parse_at_least(flag, value, 1);
         else if (flag == "--new-tokens") options.new_tokens = parse_at_least(flag, value, 2);
         else if (flag == "--preset") options.preset = value;
+        else if (flag == "--repetitions") options.repetitions = parse_at_least(flag, value, 1);
         else if (flag == "--streams") options.streams = parse_counts(flag, value, 1);
         else throw loom::argument_error("unknown option '" + flag + "' (see --help)");
     }
@@ -98,33 +103,39 @@ void run(const loom::models::LoadedModel& model, const Options& options, std::si
 
     std::printf("| streams | aggregate decode tok/s | per stream tok/s | vs 1 stream | wall s |\n");
     std::printf("|--------:|-----------------------:|-----------------:|------------:|-------:|\n");
-    double single = 0.0, busy_ttft = 0.0;
+    double single = 0.0;
+    std::vector<double> busy_ttft;
     for (const std::size_t streams : options.streams) {
-        const auto before = engine.stats();
-        const auto start = std::chrono::steady_clock::now();
-        std::vector<std::shared_ptr<loom::serve::Job>> jobs;
-        std::size_t first_tokens = streams;  // sampled from prompt rows, not decode rows
-        for (std::size_t s = 0; s < streams; ++s) jobs.push_back(engine.submit(make_request(options, s, options.new_tokens)));
-        if (streams == most_streams) {
-            // The probe arrives once every stream is decoding.
-            std::this_thread::sleep_for(std::chrono::milliseconds(300));
-            std::vector<double> probes;
-            for (int i = 0; i < 5; ++i) probes.push_back(finish(*engine.submit(make_request(options, 200 + std::size_t(i), 1))).time_to_first_token_ms);
-            busy_ttft = median(probes);
-            first_tokens += probes.size();
+        double aggregate = 0.0, wall = 0.0;  // means over the repetitions
+        for (std::size_t repetition = 0; repetition < options.repetitions; ++repetition) {
+            const auto before = engine.stats();
+            const auto start = std::chrono::steady_clock::now();
+            std::vector<std::shared_ptr<loom::serve::Job>> jobs;
+            std::size_t first_tokens = streams;  // sampled from prompt rows, not decode rows
+            for (std::size_t s = 0; s < streams; ++s) jobs.push_back(engine.submit(make_request(options, s, options.new_tokens)));
+            if (streams == most_streams) {
+                // The probes arrive once every stream is decoding.
+                std::this_thread::sleep_for(std::chrono::milliseconds(300));
+                for (int i = 0; i < 5; ++i) {
+                    busy_ttft.push_back(finish(*engine.submit(make_request(options, 200 + std::size_t(i), 1))).time_to_first_token_ms);
+                }
+                first_tokens += 5;
+            }
+            for (auto& job : jobs) finish(*job);
+            wall += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / double(options.repetitions);
+            const auto after = engine.stats();
+            // Decode throughput: tokens sampled from decode rows over the step time spent on them.
+            const double decoded = double(after.generated_tokens - before.generated_tokens - first_tokens);
+            aggregate += decoded / (after.generate_seconds - before.generate_seconds) / double(options.repetitions);
         }
-        for (auto& job : jobs) finish(*job);
-        const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        const auto after = engine.stats();
-        // Decode throughput: tokens sampled from decode rows over the step time spent on them.
-        const double decoded = double(after.generated_tokens - before.generated_tokens - first_tokens);
-        const double aggregate = decoded / (after.generate_seconds - before.generate_seconds);
         if (streams == 1) single = aggregate;
         std::printf("| %7zu | %22.1f | %16.1f | %10.2fx | %6.2f |\n", streams, aggregate, aggregate / double(streams),
                     single > 0 ? aggregate / single : 0.0, wall);
     }
-    std::printf("\ntime to first token (%zu-token prompt, median of 5): idle %.1f ms, while %zu streams decode %.1f ms (%.2fx)\n",
-                options.prompt_tokens, idle, most_streams, busy_ttft, idle > 0 ? busy_ttft / idle : 0.0);
+    const double busy = median(busy_ttft);
+    std::printf("\ntime to first token (%zu-token prompt): idle %.1f ms (median of 5), while %zu streams decode %.1f ms "
+                "(median of %zu, %.2fx)\n",
+                options.prompt_tokens, idle, most_streams, busy, busy_ttft.size(), idle > 0 ? busy / idle : 0.0);
 }
 
 }  // namespace
@@ -141,8 +152,9 @@ int main(int argc, char** argv) {
         const std::size_t most_streams = *std::max_element(options.streams.begin(), options.streams.end());
 
         loom_bench::print_machine();
-        std::printf("model: %s shape, bf16; %zu-token prompts, %zu new tokens per stream (greedy)\n",
-                    options.preset.c_str(), options.prompt_tokens, options.new_tokens);
+            std::printf("model: %s shape, bf16; %zu-token prompts, %zu new tokens per stream (greedy); speeds are means of "
+                    "%zu runs\n",
+                    options.preset.c_str(), options.prompt_tokens, options.new_tokens, options.repetitions);
         for (const std::size_t threads : options.threads) run(model, options, threads);
         return 0;
     } catch (const std::exception& failure) {
