@@ -218,6 +218,15 @@ void attend(const float* queries, const float* keys, const float* values, std::s
     weighted_values<Heads>(scores.data() + skip, row, key_count, values + first_key * kv_stride, kv_stride, head_dim, out);
 }
 
+// A prompt's later positions attend to more keys, so items in position order would give the
+// thread with the last contiguous share most of the work (3x the first's for two threads).
+// The n positions are taken as 0, n - 1, 1, n - 2, ...: contiguous shares then hold about
+// the same number of keys. Each item writes only its own outputs, so the order changes no
+// result.
+inline std::size_t balanced_token(std::size_t slot, std::size_t tokens) noexcept {
+    return slot % 2 == 0 ? slot / 2 : tokens - 1 - slot / 2;
+}
+
 }  // namespace detail
 
 inline void causal_attention(std::span<const AttentionSequence> sequences, const AttentionShape& shape,
@@ -239,7 +248,7 @@ inline void causal_attention(std::span<const AttentionSequence> sequences, const
                 ++sequence;
             }
             const std::size_t local = item - first_item;
-            const std::size_t token = local / shape.kv_heads;
+            const std::size_t token = detail::balanced_token(local / shape.kv_heads, sequence->tokens);
             const std::size_t kv_head = local % shape.kv_heads;
             const std::size_t first_head = token * shape.query_heads + kv_head * group;
             const float* keys = sequence->keys + kv_head * sequence->key_blocks * head_dim * reduction_lanes;
