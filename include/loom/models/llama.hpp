@@ -140,18 +140,26 @@ public:
         tap("embedding", x, count, hidden);
         for (std::size_t l = 0; l < layers_.size(); ++l) {
             const DecoderLayer& layer = layers_[l];
-            layer.input_norm.forward(x, count, scratch.normed.data());
+            float* normed = scratch.normed.data();
+            const float* branch = scratch.branch.data();
+            for_row_blocks(pool, count, parallel_row_steps_from, [&](std::size_t begin, std::size_t end) {
+                layer.input_norm.forward(x + begin * hidden, end - begin, normed + begin * hidden);
+            });
             if (recorder) tap(trace::layer_stage(l, "input_norm"), scratch.normed.data(), count, hidden);
             layer.attention.forward(scratch.normed.data(), count, scratch.batch, rope_, scratch.cosines.data(),
                                     scratch.sines.data(), l, scratch.attention, scratch.branch.data(), pool);
             if (recorder) tap(trace::layer_stage(l, "attn_output"), scratch.branch.data(), count, hidden);
-            kernels::add_in_place(x, scratch.branch.data(), count * hidden);
+            for_row_blocks(pool, count, parallel_row_steps_from, [&](std::size_t begin, std::size_t end) {
+                kernels::add_in_place(x + begin * hidden, branch + begin * hidden, (end - begin) * hidden);
+                layer.post_attention_norm.forward(x + begin * hidden, end - begin, normed + begin * hidden);
+            });
             if (recorder) tap(trace::layer_stage(l, "after_attn_residual"), x, count, hidden);
-            layer.post_attention_norm.forward(x, count, scratch.normed.data());
             if (recorder) tap(trace::layer_stage(l, "post_attn_norm"), scratch.normed.data(), count, hidden);
             layer.mlp.forward(scratch.normed.data(), count, scratch.mlp, scratch.branch.data(), pool);
             if (recorder) tap(trace::layer_stage(l, "mlp_output"), scratch.branch.data(), count, hidden);
-            kernels::add_in_place(x, scratch.branch.data(), count * hidden);
+            for_row_blocks(pool, count, parallel_row_steps_from, [&](std::size_t begin, std::size_t end) {
+                kernels::add_in_place(x + begin * hidden, branch + begin * hidden, (end - begin) * hidden);
+            });
             if (recorder) tap(trace::layer_stage(l, "output"), x, count, hidden);
         }
         for (const BatchEntry& entry : entries) entry.sequence->cache.advance(entry.tokens.size());

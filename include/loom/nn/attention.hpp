@@ -62,8 +62,13 @@ struct Attention {
         const kernels::Product projections[] = {query.product(scratch.queries.data()), key.product(scratch.keys.data()),
                                                 value.product(scratch.values.data())};
         kernels::matmul_group(x, rows, projections, pool);
-        rope.apply(scratch.queries.data(), rows, shape.query_heads, cosines, sines);
-        rope.apply(scratch.keys.data(), rows, shape.kv_heads, cosines, sines);
+        const std::size_t half = rope.half();
+        for_row_blocks(pool, rows, parallel_row_steps_from, [&](std::size_t begin, std::size_t end) {
+            rope.apply(scratch.queries.data() + begin * q_width, end - begin, shape.query_heads, cosines + begin * half,
+                       sines + begin * half);
+            rope.apply(scratch.keys.data() + begin * kv_width, end - begin, shape.kv_heads, cosines + begin * half,
+                       sines + begin * half);
+        });
 
         scratch.sequences.clear();
         for (const SequenceRows& sequence : batch) {
