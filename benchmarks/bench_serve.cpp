@@ -152,9 +152,8 @@ int main(int argc, char** argv) {
         const std::size_t most_streams = *std::max_element(options.streams.begin(), options.streams.end());
 
         loom_bench::print_machine();
-            std::printf("model: %s shape, bf16; %zu-token prompts, %zu new tokens per stream (greedy); speeds are means of "
-                    "%zu runs\n",
-                    options.preset.c_str(), options.prompt_tokens, options.new_tokens, options.repetitions);
+        std::printf("model: %s shape, bf16; %zu-token prompts, %zu new tokens per stream (greedy); speeds are means of %zu runs\n",
+                options.preset.c_str(), options.prompt_tokens, options.new_tokens, options.repetitions);
         for (const std::size_t threads : options.threads) run(model, options, threads);
         return 0;
     } catch (const std::exception& failure) {

@@ -116,16 +116,18 @@ void check_fold_each_matches_fold(std::uint64_t seed) {
                                  : float(std::ldexp(2.0 * random.uniform() - 1.0, int(random.uniform() * 60) - 30));
         }
     }
-    loom::kernels::simd::Lanes16 accumulators[N];
-    for (std::size_t i = 0; i < N; ++i) accumulators[i] = loom::kernels::simd::load16(lanes[i]);
+    // Shaped like a tile: rows of 5 or 4 where N allows, else one row.
+    constexpr std::size_t columns = N % 5 == 0 ? 5 : N % 4 == 0 ? 4 : N;
+    loom::kernels::simd::Lanes16 accumulators[N / columns][columns];
+    for (std::size_t i = 0; i < N; ++i) accumulators[i / columns][i % columns] = loom::kernels::simd::load16(lanes[i]);
     float folded[N];
-    loom::kernels::simd::fold_each<N>(accumulators, folded);
+    loom::kernels::simd::fold_each(accumulators, folded);
     for (std::size_t i = 0; i < N; ++i) {
         float expected_lanes[loom::kernels::reduction_lanes];
         std::copy(std::begin(lanes[i]), std::end(lanes[i]), expected_lanes);
         const float expected = loom::kernels::fold_lanes(expected_lanes);
         INFO(N << " accumulators, number " << i);
-        for (const float result : {folded[i], loom::kernels::simd::fold(accumulators[i])}) {
+        for (const float result : {folded[i], loom::kernels::simd::fold(accumulators[i / columns][i % columns])}) {
             if (std::isnan(expected)) {
                 CHECK(std::isnan(result));
             } else {

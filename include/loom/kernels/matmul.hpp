@@ -62,7 +62,7 @@ template <std::size_t R, std::size_t C>
 LOOM_ALWAYS_INLINE void store_tile(const simd::Lanes16 (&sums)[R][C], float* out, std::size_t out_stride,
                                    std::size_t out_column_stride) noexcept {
     float folded[R * C];
-    simd::fold_each<R * C>(&sums[0][0], folded);
+    simd::fold_each(sums, folded);
     LOOM_UNROLL for (std::size_t r = 0; r < R; ++r) {
         LOOM_UNROLL for (std::size_t c = 0; c < C; ++c) out[r * out_stride + c * out_column_stride] = folded[r * C + c];
     }
