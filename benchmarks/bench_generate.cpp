@@ -200,10 +200,6 @@ std::string threads_label(std::size_t threads) {
     return std::to_string(threads) + (threads == 1 ? " thread" : " threads");
 }
 
-double mean(const std::vector<double>& values) {
-    return std::accumulate(values.begin(), values.end(), 0.0) / double(values.size());
-}
-
 struct LoomRun {
     std::vector<double> prefill_tokens_per_second, decode_tokens_per_second, time_to_first_token_ms;  // per run
     std::size_t weight_bytes_per_token = 0;
@@ -344,12 +340,12 @@ int run(const Options& options, int argc, char** argv) {
             for (std::size_t t = 0; t < options.threads.size(); ++t) {
                 const std::size_t threads = options.threads[t];
                 const LoomRun loom_run = run_loom(folder, prompt, options.new_tokens, threads, options.repetitions);
-                const double prefill = mean(loom_run.prefill_tokens_per_second);
-                const double decode = mean(loom_run.decode_tokens_per_second);
+                const double prefill = loom_bench::mean(loom_run.prefill_tokens_per_second);
+                const double decode = loom_bench::mean(loom_run.decode_tokens_per_second);
                 const double bound = bandwidth[t] * 1e9 / double(loom_run.weight_bytes_per_token);
                 std::printf("| %s | %s | %.0f | %zu | %.1f | %.2f | %.0f | %.0f | %.1f | %.1f | %.0f%% |", preset.c_str(),
                             dtype.c_str(), file_mb, threads, prefill, decode,
-                            mean(loom_run.time_to_first_token_ms), loom_run.peak_rss_mib,
+                            loom_bench::mean(loom_run.time_to_first_token_ms), loom_run.peak_rss_mib,
                             double(loom_run.weight_bytes_per_token) / 1e6, bound, 100.0 * decode / bound);
                 if (pytorch) {
                     const PythonRun reference = run_pytorch_script(

@@ -106,7 +106,7 @@ void run(const loom::models::LoadedModel& model, const Options& options, std::si
     double single = 0.0;
     std::vector<double> busy_ttft;
     for (const std::size_t streams : options.streams) {
-        double aggregate = 0.0, wall = 0.0;  // means over the repetitions
+        std::vector<double> aggregates, walls;  // one per repetition
         for (std::size_t repetition = 0; repetition < options.repetitions; ++repetition) {
             const auto before = engine.stats();
             const auto start = std::chrono::steady_clock::now();
@@ -122,12 +122,13 @@ void run(const loom::models::LoadedModel& model, const Options& options, std::si
                 first_tokens += 5;
             }
             for (auto& job : jobs) finish(*job);
-            wall += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / double(options.repetitions);
+            walls.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
             const auto after = engine.stats();
             // Decode throughput: tokens sampled from decode rows over the step time spent on them.
             const double decoded = double(after.generated_tokens - before.generated_tokens - first_tokens);
-            aggregate += decoded / (after.generate_seconds - before.generate_seconds) / double(options.repetitions);
+            aggregates.push_back(decoded / (after.generate_seconds - before.generate_seconds));
         }
+        const double aggregate = loom_bench::mean(aggregates), wall = loom_bench::mean(walls);
         if (streams == 1) single = aggregate;
         std::printf("| %7zu | %22.1f | %16.1f | %10.2fx | %6.2f |\n", streams, aggregate, aggregate / double(streams),
                     single > 0 ? aggregate / single : 0.0, wall);

@@ -3,6 +3,7 @@
 // starts with (the machine and how busy it was).
 #include <cstdio>
 #include <fstream>
+#include <numeric>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -33,6 +34,11 @@ inline std::vector<std::size_t> parse_counts(const std::string& flag, const std:
     std::vector<std::size_t> counts;
     for (const std::string& item : split(flag, text)) counts.push_back(parse_at_least(flag, item, minimum));
     return counts;
+}
+
+// The mean of several timed runs, as llama-bench reports them.
+inline double mean(const std::vector<double>& values) {
+    return std::accumulate(values.begin(), values.end(), 0.0) / double(values.size());
 }
 
 inline std::string cpu_model_name() {

@@ -138,25 +138,25 @@ public:
             first_row += entry.tokens.size();
         }
         tap("embedding", x, count, hidden);
+        float* normed = scratch.normed.data();
+        float* branch = scratch.branch.data();
         for (std::size_t l = 0; l < layers_.size(); ++l) {
             const DecoderLayer& layer = layers_[l];
-            float* normed = scratch.normed.data();
-            const float* branch = scratch.branch.data();
             for_row_blocks(pool, count, parallel_row_steps_from, [&](std::size_t begin, std::size_t end) {
                 layer.input_norm.forward(x + begin * hidden, end - begin, normed + begin * hidden);
             });
-            if (recorder) tap(trace::layer_stage(l, "input_norm"), scratch.normed.data(), count, hidden);
-            layer.attention.forward(scratch.normed.data(), count, scratch.batch, rope_, scratch.cosines.data(),
-                                    scratch.sines.data(), l, scratch.attention, scratch.branch.data(), pool);
-            if (recorder) tap(trace::layer_stage(l, "attn_output"), scratch.branch.data(), count, hidden);
+            if (recorder) tap(trace::layer_stage(l, "input_norm"), normed, count, hidden);
+            layer.attention.forward(normed, count, scratch.batch, rope_, scratch.cosines.data(), scratch.sines.data(), l,
+                                    scratch.attention, branch, pool);
+            if (recorder) tap(trace::layer_stage(l, "attn_output"), branch, count, hidden);
             for_row_blocks(pool, count, parallel_row_steps_from, [&](std::size_t begin, std::size_t end) {
                 kernels::add_in_place(x + begin * hidden, branch + begin * hidden, (end - begin) * hidden);
                 layer.post_attention_norm.forward(x + begin * hidden, end - begin, normed + begin * hidden);
             });
             if (recorder) tap(trace::layer_stage(l, "after_attn_residual"), x, count, hidden);
-            if (recorder) tap(trace::layer_stage(l, "post_attn_norm"), scratch.normed.data(), count, hidden);
-            layer.mlp.forward(scratch.normed.data(), count, scratch.mlp, scratch.branch.data(), pool);
-            if (recorder) tap(trace::layer_stage(l, "mlp_output"), scratch.branch.data(), count, hidden);
+            if (recorder) tap(trace::layer_stage(l, "post_attn_norm"), normed, count, hidden);
+            layer.mlp.forward(normed, count, scratch.mlp, branch, pool);
+            if (recorder) tap(trace::layer_stage(l, "mlp_output"), branch, count, hidden);
             for_row_blocks(pool, count, parallel_row_steps_from, [&](std::size_t begin, std::size_t end) {
                 kernels::add_in_place(x + begin * hidden, branch + begin * hidden, (end - begin) * hidden);
             });
