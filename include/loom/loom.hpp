@@ -4,6 +4,7 @@
 //   auto model = loom::models::load_model("HuggingFaceTB/SmolLM2-135M");  // or a folder
 //   loom::ThreadPool pool(2);
 //   auto result = loom::generate::generate(*model.network, prompt_ids, {}, pool);
+#include "loom/core/aligned.hpp"
 #include "loom/core/config.hpp"
 #include "loom/core/dtype.hpp"
 #include "loom/core/error.hpp"

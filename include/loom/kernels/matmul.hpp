@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "loom/core/aligned.hpp"
 #include "loom/core/error.hpp"
 #include "loom/core/tensor.hpp"
 #include "loom/core/thread_pool.hpp"
@@ -302,7 +303,7 @@ void row_products(const Input* x, std::size_t rows, std::size_t in, const std::b
         // expansion is exact, so the sums are the same as above. A panel is one long
         // sequential read (short reads interleaved with compute left the expansion waiting
         // on memory).
-        thread_local std::vector<float> expanded;
+        thread_local AlignedVector<float> expanded;
         const std::size_t row_block = std::max(tile_rows, cached_input_bytes / (in * sizeof(float)) / tile_rows * tile_rows);
         const std::size_t panel = std::max(tile_columns, cached_panel_bytes / (in * sizeof(float)) / tile_columns * tile_columns);
         for (std::size_t r0 = 0; r0 < rows; r0 += row_block) {
@@ -329,7 +330,7 @@ void matmul_columns(const float* x, std::size_t rows, std::size_t in, const std:
                     std::size_t out_stride, std::size_t begin, std::size_t end) {
 #if defined(LOOM_USE_BF16_DOT)
     if constexpr (dtype == DType::bf16) {
-        thread_local std::vector<std::uint16_t> rounded;
+        thread_local AlignedVector<std::uint16_t> rounded;
         rounded.resize(rows * in);
         round_to_bf16(x, rows * in, rounded.data());
         return row_products<dtype>(rounded.data(), rows, in, weight, out, out_stride, begin, end);

@@ -12,6 +12,7 @@
 
 #include <xtensor/xtensor.hpp>
 
+#include "loom/core/aligned.hpp"
 #include "loom/core/thread_pool.hpp"
 #include "loom/io/hf_config.hpp"
 #include "loom/io/safetensors.hpp"
@@ -38,11 +39,11 @@ struct DecoderLayer {
 // Activation buffers of one forward call, grown to the largest batch seen and then
 // reused, so decoding allocates nothing.
 struct ForwardScratch {
-    std::vector<float> hidden;             // [rows, hidden] the residual stream
-    std::vector<float> normed;             // [rows, hidden]
-    std::vector<float> branch;             // [rows, hidden] attention or MLP output before the residual add
+    AlignedVector<float> hidden;           // [rows, hidden] the residual stream
+    AlignedVector<float> normed;           // [rows, hidden]
+    AlignedVector<float> branch;           // [rows, hidden] attention or MLP output before the residual add
     std::vector<float> cosines, sines;     // [rows, head_dim / 2] rotary angles of each row's position
-    std::vector<float> head_input;         // [logit rows, hidden]
+    AlignedVector<float> head_input;       // [logit rows, hidden]
     std::vector<nn::SequenceRows> batch;
     nn::AttentionScratch attention;
     nn::MlpScratch mlp;

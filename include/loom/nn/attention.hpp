@@ -6,6 +6,7 @@
 #include <span>
 #include <vector>
 
+#include "loom/core/aligned.hpp"
 #include "loom/core/thread_pool.hpp"
 #include "loom/kernels/attention.hpp"
 #include "loom/kernels/matmul.hpp"
@@ -30,7 +31,7 @@ struct AttentionBackwardScratch {
 };
 
 struct AttentionScratch {
-    std::vector<float> queries, keys, values, mixed;  // [rows, heads * head_dim] each
+    AlignedVector<float> queries, keys, values, mixed;  // [rows, heads * head_dim] each
     std::vector<kernels::AttentionSequence> sequences;
 };
 

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "loom/core/aligned.hpp"
 #include "loom/core/error.hpp"
 #include "loom/kernels/attention.hpp"
 
@@ -31,8 +32,8 @@ public:
         // Left uninitialised: positions are written before they are read, and untouched
         // pages of a large context are never committed by the operating system.
         for (std::size_t layer = 0; layer < layers; ++layer) {
-            keys_[layer].reset(new float[key_blocks() * key_block_floats() * kv_heads_]);
-            values_[layer].reset(new float[capacity * row_size_]);
+            keys_[layer] = make_uninitialised_array<float>(key_blocks() * key_block_floats() * kv_heads_);
+            values_[layer] = make_uninitialised_array<float>(capacity * row_size_);
         }
     }
 
@@ -91,8 +92,8 @@ private:
     std::size_t kv_heads_ = 0;
     std::size_t head_dim_ = 0;
     std::size_t row_size_ = 0;
-    std::vector<std::unique_ptr<float[]>> keys_;
-    std::vector<std::unique_ptr<float[]>> values_;
+    std::vector<AlignedArray<float>> keys_;
+    std::vector<AlignedArray<float>> values_;
 };
 
 }  // namespace loom::nn

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "loom/core/aligned.hpp"
 #include "loom/core/thread_pool.hpp"
 #include "loom/kernels/matmul.hpp"
 #include "loom/kernels/ops.hpp"
@@ -12,7 +13,7 @@
 namespace loom::nn {
 
 struct MlpScratch {
-    std::vector<float> gate, up;  // [tokens, intermediate]
+    AlignedVector<float> gate, up;  // [tokens, intermediate]
 };
 
 // What a training forward keeps for the backward pass, [tokens, intermediate] each.
