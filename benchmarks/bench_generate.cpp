@@ -215,13 +215,14 @@ LoomRun run_loom(const std::filesystem::path& folder, const std::vector<int>& pr
     loom::ThreadPool pool(threads);
     loom::generate::GenerateOptions options;
     // A warm-up run of the same prompt first, as llama-bench does: thread start-up and
-    // first-touch page faults of the scratch buffers are not what prefill and decode speeds
-    // measure. Then, also as llama-bench does, the mean of several timed runs.
-    options.max_tokens = 2;
-    loom::generate::generate(*model.network, prompt, options, pool);
+    // first-touch page faults of the cache and scratch buffers are not what prefill and
+    // decode speeds measure. The runs share one sequence's buffers, as llama-bench's share
+    // one context. Then, also as llama-bench does, the mean of several timed runs.
+    loom::models::SequenceState sequence;
     options.max_tokens = new_tokens;  // no EOS: always the full count
+    loom::generate::generate(*model.network, prompt, options, pool, sequence);
     for (std::size_t repetition = 0; repetition < repetitions; ++repetition) {
-        const auto timings = loom::generate::generate(*model.network, prompt, options, pool).timings;
+        const auto timings = loom::generate::generate(*model.network, prompt, options, pool, sequence).timings;
         run.prefill_tokens_per_second.push_back(timings.prefill_tokens_per_second());
         run.decode_tokens_per_second.push_back(timings.decode_tokens_per_second());
         run.time_to_first_token_ms.push_back(timings.time_to_first_token_ms);

@@ -247,6 +247,43 @@ TEST_CASE("model: generation stops at the context length whatever max_tokens say
     CHECK(result.finish_reason == loom::generate::FinishReason::length);
 }
 
+TEST_CASE("model: a reused sequence gives the bits of a fresh one, keeping buffers that are large enough", "[model][determinism]") {
+    const auto model = loom::models::load_model_from_memory(
+        loom::models::synthetic_config_json(small_spec("tiny-llama", loom::DType::f32)),
+        loom::io::TensorStore::from_bytes(
+            loom::io::serialize_safetensors(loom::models::synthetic_tensors(small_spec("tiny-llama", loom::DType::f32))),
+            "memory"));
+    const auto& network = *model.network;
+    loom::ThreadPool pool(2);
+    auto run = [&](const std::vector<int>& prompt, std::size_t max_tokens, loom::models::SequenceState* reused) {
+        loom::generate::GenerateOptions options;
+        options.max_tokens = max_tokens;
+        options.eos_token_ids = {};
+        std::vector<float> logits;
+        options.on_logits = [&](std::span<const float> row) { logits.insert(logits.end(), row.begin(), row.end()); };
+        const auto ids = reused ? loom::generate::generate(network, prompt, options, pool, *reused).ids
+                                : loom::generate::generate(network, prompt, options, pool).ids;
+        return std::pair(ids, logits);
+    };
+    // Longest first, so the later runs find a cache full of another sequence's positions.
+    loom::models::SequenceState sequence;
+    const std::vector<std::pair<std::vector<int>, std::size_t>> runs = {
+        {long_prompt(network.config().vocab_size, 40), 24}, {{5, 6, 7}, 9}, {long_prompt(network.config().vocab_size, 19), 5}};
+    for (const auto& [prompt, max_tokens] : runs) {
+        INFO("prompt of " << prompt.size() << " tokens");
+        const auto fresh = run(prompt, max_tokens, nullptr);
+        const auto reused = run(prompt, max_tokens, &sequence);
+        CHECK(reused.first == fresh.first);
+        CHECK(same_bits(reused.second, fresh.second));
+        CHECK(sequence.cache.capacity() == 64);  // the first run's, kept
+        CHECK(sequence.position() == prompt.size() + max_tokens - 1);
+    }
+    network.restart(sequence, 100);  // too small: replaced
+    CHECK(sequence.cache.capacity() == 100);
+    CHECK(sequence.position() == 0);
+    CHECK_THROWS_WITH(network.restart(sequence, 0), Catch::Contains("context size must be at least 1"));
+}
+
 TEST_CASE("model: threads sharing one model and one pool get the single-thread logits", "[model][determinism]") {
     const SyntheticModelSpec spec = small_spec("tiny-qwen2", loom::DType::bf16);
     const auto model = loom::models::load_model_from_memory(

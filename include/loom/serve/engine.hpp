@@ -318,7 +318,9 @@ private:
             }
             // Requests whose client left or whose time ran out leave before the step.
             std::erase_if(active, [&](const std::unique_ptr<Running>& running) {
-                return (!running->started && !admit(*running)) || leaves_early(*running);
+                const bool leaves = (!running->started && !admit(*running)) || leaves_early(*running);
+                if (leaves) keep_cache(*running);
+                return leaves;
             });
             if (active.empty()) continue;
 
@@ -378,7 +380,11 @@ private:
                 }
             }
             record_step(step_end - step_start, prompt_tokens, generated_tokens, sampled);
-            std::erase_if(active, [](const std::unique_ptr<Running>& running) { return running->job == nullptr; });
+            std::erase_if(active, [&](const std::unique_ptr<Running>& running) {
+                if (running->job != nullptr) return false;
+                keep_cache(*running);
+                return true;
+            });
         }
     }
 
@@ -390,7 +396,11 @@ private:
         running.budget = std::min(running.request.max_tokens, options_.context - prompt);
         running.timings.prompt_tokens = prompt;
         try {
-            running.sequence = network_->new_sequence(prompt + std::max<std::size_t>(running.budget, 1));
+            if (!spare_sequences_.empty()) {
+                running.sequence = std::move(spare_sequences_.back());
+                spare_sequences_.pop_back();
+            }
+            network_->restart(running.sequence, prompt + std::max<std::size_t>(running.budget, 1));
             running.history = running.request.prompt;
             if (tokenizer_) running.text.emplace(*tokenizer_, running.request.prompt, running.request.stop);
         } catch (const std::exception& failure) {
@@ -398,6 +408,15 @@ private:
             return false;
         }
         return true;
+    }
+
+    // A request that leaves hands its cache to a later one, which then writes into memory
+    // the process already holds instead of taking page faults during its prompt (see
+    // Llama::restart). Up to one cache per slot is kept: what a full engine holds anyway.
+    void keep_cache(Running& running) {
+        if (running.started && spare_sequences_.size() < options_.slots) {
+            spare_sequences_.push_back(std::move(running.sequence));
+        }
     }
 
     bool leaves_early(Running& running) {
@@ -596,6 +615,7 @@ private:
     EngineOptions options_;
     ThreadPool pool_;
     std::vector<int> eos_;
+    std::vector<models::SequenceState> spare_sequences_;  // of finished requests; the engine's thread only
 
     mutable std::mutex mutex_;
     std::condition_variable wake_;
