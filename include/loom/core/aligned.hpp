@@ -1,7 +1,8 @@
 #pragma once
 // Buffers that start on a cache-line boundary. Activation rows are whole multiples of 64
-// bytes in every supported model (hidden and intermediate sizes are multiples of 16
-// floats), so in such a buffer a 16-float SIMD load of a row never spans two cache lines.
+// bytes in the models Loom targets (their hidden, intermediate and head widths are
+// multiples of 16 floats), so in such a buffer a 16-float SIMD load of a row never spans
+// two cache lines; other widths still work, with some loads split.
 // With the allocator's 16-byte alignment, where a buffer landed depended on its history
 // and prefill speed with it (measured on Zen 5, bf16 prefill of 128 tokens, against the
 // better of two allocation patterns: SmolLM2-135M 1.07x faster aligned on one thread and
