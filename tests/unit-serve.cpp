@@ -121,6 +121,7 @@ TEST_CASE("serve: batched requests get the plain generator's tokens, whatever ru
         REQUIRE(outcome.last.kind == EventKind::finished);
         CHECK(outcome.tokens == expected[i]);
     }
+    CHECK(one_slot.stats().caches_reused == requests.size() - 1);
 }
 
 TEST_CASE("serve: a cancelled job frees its slot for the next request", "[serve]") {

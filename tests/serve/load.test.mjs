@@ -75,6 +75,8 @@ test('32 concurrent streams, a third leaving early: slots come back, memory does
     assert.ok(after < before * 1.1 + 16 * 2 ** 20, `memory grew from ${before} to ${after} bytes`);
     const values = await metrics(server.url);
     assert.ok(values.loom_requests_cancelled_total >= 40, `cancelled: ${values.loom_requests_cancelled_total}`);
+    // Later requests start in the caches of earlier ones, cancelled ones included.
+    assert.ok(values.loom_kv_caches_reused_total > 0, `caches reused: ${values.loom_kv_caches_reused_total}`);
     const answer = await (await postJson(`${server.url}/v1/completions`, { prompt: 'After the storm', max_tokens: 5 })).json();
     assert.equal(answer.usage.completion_tokens, 5);
   } finally {

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <memory>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 namespace loom {
@@ -47,6 +48,8 @@ using AlignedArray = std::unique_ptr<T[], CacheAlignedArrayDelete<T>>;
 
 template <typename T>
 AlignedArray<T> make_uninitialised_array(std::size_t count) {
+    // A type with a destructor would get an array cookie the deleter does not expect.
+    static_assert(std::is_trivially_destructible_v<T>, "aligned arrays hold plain values");
     return AlignedArray<T>(new (std::align_val_t(cache_line_bytes)) T[count]);
 }
 

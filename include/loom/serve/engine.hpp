@@ -134,6 +134,7 @@ struct EngineStats {
     std::uint64_t requests_finished = 0;
     std::uint64_t requests_failed = 0;
     std::uint64_t requests_cancelled = 0;
+    std::uint64_t caches_reused = 0;  // requests that started in a finished request's KV cache
     std::uint64_t prompt_tokens = 0;
     std::uint64_t generated_tokens = 0;
     std::uint64_t steps = 0;
@@ -153,6 +154,7 @@ public:
         const std::size_t positions = model_.config().max_position_embeddings;
         if (options_.context == 0 || options_.context > positions) options_.context = positions;
         eos_ = model_.eos_token_ids();
+        spare_sequences_.reserve(options_.slots);  // keep_cache() then never allocates
         worker_ = std::thread([this] { run(); });
     }
 
@@ -396,11 +398,12 @@ private:
         running.budget = std::min(running.request.max_tokens, options_.context - prompt);
         running.timings.prompt_tokens = prompt;
         try {
-            if (!spare_sequences_.empty()) {
-                running.sequence = std::move(spare_sequences_.back());
-                spare_sequences_.pop_back();
+            const std::size_t context = prompt + std::max<std::size_t>(running.budget, 1);
+            if (take_spare_cache(running.sequence, context)) {
+                std::lock_guard lock(mutex_);
+                ++stats_.caches_reused;
             }
-            network_->restart(running.sequence, prompt + std::max<std::size_t>(running.budget, 1));
+            network_->restart(running.sequence, context);
             running.history = running.request.prompt;
             if (tokenizer_) running.text.emplace(*tokenizer_, running.request.prompt, running.request.stop);
         } catch (const std::exception& failure) {
@@ -412,11 +415,29 @@ private:
 
     // A request that leaves hands its cache to a later one, which then writes into memory
     // the process already holds instead of taking page faults during its prompt (see
-    // Llama::restart). Up to one cache per slot is kept: what a full engine holds anyway.
+    // Llama::restart). Up to one cache per slot is kept: what a full engine holds anyway,
+    // and what an idle one now keeps (each as large as the largest request it served).
     void keep_cache(Running& running) {
         if (running.started && spare_sequences_.size() < options_.slots) {
             spare_sequences_.push_back(std::move(running.sequence));
         }
+    }
+
+    // Moves into `sequence` the spare cache that holds `context` positions most tightly, or
+    // else the largest (Llama::restart then replaces it); true when one holds them.
+    bool take_spare_cache(models::SequenceState& sequence, std::size_t context) {
+        if (spare_sequences_.empty()) return false;
+        auto holds = [&](const models::SequenceState& spare) { return spare.cache.capacity() >= context; };
+        auto best = spare_sequences_.begin();
+        for (auto spare = best + 1; spare != spare_sequences_.end(); ++spare) {
+            const std::size_t capacity = spare->cache.capacity(), best_capacity = best->cache.capacity();
+            if (holds(*spare) ? !holds(*best) || capacity < best_capacity : !holds(*best) && capacity > best_capacity) {
+                best = spare;
+            }
+        }
+        sequence = std::move(*best);
+        spare_sequences_.erase(best);
+        return holds(sequence);
     }
 
     bool leaves_early(Running& running) {

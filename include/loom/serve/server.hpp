@@ -158,6 +158,7 @@ public:
         metric("loom_requests_finished_total", "counter", "Generation requests that finished (stop or length).", double(stats.requests_finished));
         metric("loom_requests_failed_total", "counter", "Generation requests that ended with an error.", double(stats.requests_failed));
         metric("loom_requests_cancelled_total", "counter", "Generation requests whose client went away.", double(stats.requests_cancelled));
+        metric("loom_kv_caches_reused_total", "counter", "Requests that started in the KV cache of a finished one.", double(stats.caches_reused));
         metric("loom_prompt_tokens_total", "counter", "Prompt tokens processed.", double(stats.prompt_tokens));
         metric("loom_tokens_generated_total", "counter", "Tokens generated.", double(stats.generated_tokens));
         metric("loom_prompt_seconds_total", "counter", "Step time spent on prompt tokens.", stats.prompt_seconds);
