@@ -21,13 +21,13 @@ static_assert(KVCache::key_block == kernels::reduction_lanes, "the attention ker
 
 // What a training forward keeps for the backward pass.
 struct AttentionActivations {
-    std::vector<float> queries, keys, values;  // [rows, heads * head_dim], queries and keys rotated
-    std::vector<float> weights;                // softmax rows, kernels::attention_weight_offsets
-    std::vector<float> mixed;                  // [rows, query_heads * head_dim], the input of output
+    AlignedVector<float> queries, keys, values;  // [rows, heads * head_dim], queries and keys rotated
+    AlignedVector<float> weights;                // softmax rows, kernels::attention_weight_offsets
+    AlignedVector<float> mixed;                  // [rows, query_heads * head_dim], the input of output
 };
 
 struct AttentionBackwardScratch {
-    std::vector<float> dmixed, dqueries, dkeys, dvalues, dx_part;
+    AlignedVector<float> dmixed, dqueries, dkeys, dvalues, dx_part;
 };
 
 struct AttentionScratch {

@@ -18,12 +18,12 @@ struct MlpScratch {
 
 // What a training forward keeps for the backward pass, [tokens, intermediate] each.
 struct MlpActivations {
-    std::vector<float> gate, up;  // the two projections
-    std::vector<float> hidden;    // silu(gate) * up, the input of down
+    AlignedVector<float> gate, up;  // the two projections
+    AlignedVector<float> hidden;    // silu(gate) * up, the input of down
 };
 
 struct MlpBackwardScratch {
-    std::vector<float> dhidden, dgate, dup, dx_up;
+    AlignedVector<float> dhidden, dgate, dup, dx_up;
 };
 
 struct SwiGLU {

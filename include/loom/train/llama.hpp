@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "loom/core/aligned.hpp"
 #include "loom/core/error.hpp"
 #include "loom/core/thread_pool.hpp"
 #include "loom/kernels/attention.hpp"
@@ -26,10 +27,10 @@ namespace loom::train {
 
 // What one decoder layer's forward keeps for its backward.
 struct LayerActivations {
-    std::vector<float> attention_input;  // [rows, hidden] input_norm(residual in)
+    AlignedVector<float> attention_input;  // [rows, hidden] input_norm(residual in)
     nn::AttentionActivations attention;
-    std::vector<float> middle;           // [rows, hidden] residual after the attention block
-    std::vector<float> mlp_input;        // [rows, hidden] post_attention_norm(middle)
+    AlignedVector<float> middle;           // [rows, hidden] residual after the attention block
+    AlignedVector<float> mlp_input;        // [rows, hidden] post_attention_norm(middle)
     nn::MlpActivations mlp;
 };
 
@@ -101,7 +102,7 @@ private:
             model_.rope().angles(row % batch.sequence_length, cosines_.data() + row * half, sines_.data() + row * half);
         }
         const std::size_t layers = model_.layers().size();
-        layer_inputs_.assign(layers + 1, std::vector<float>(rows_ * hidden()));
+        layer_inputs_.assign(layers + 1, AlignedVector<float>(rows_ * hidden()));
         saved_.assign(recompute_ ? 1 : layers, LayerActivations{});
         branch_.resize(rows_ * hidden());
         normed_final_.resize(rows_ * hidden());
@@ -184,13 +185,13 @@ private:
     std::size_t planned_sequences_ = 0, planned_length_ = 0, rows_ = 0;
     std::vector<kernels::TrainingSequence> sequences_;
     std::vector<float> cosines_, sines_;            // [rows, head_dim / 2]
-    std::vector<std::vector<float>> layer_inputs_;  // [layers + 1][rows, hidden]: the residual stream between layers
-    std::vector<LayerActivations> saved_;           // one per layer, or one reused when recomputing
-    std::vector<float> branch_;                     // [rows, hidden] a block's output before the residual add
-    std::vector<float> normed_final_;               // [rows, hidden]
-    std::vector<float> recomputed_output_;          // [rows, hidden] a recomputed layer's output (unused)
-    std::vector<float> logits_;                     // [rows, vocab]
-    std::vector<float> residual_gradient_, gradient_;  // [rows, hidden]
+    std::vector<AlignedVector<float>> layer_inputs_;  // [layers + 1][rows, hidden]: the residual stream between layers
+    std::vector<LayerActivations> saved_;             // one per layer, or one reused when recomputing
+    AlignedVector<float> branch_;                     // [rows, hidden] a block's output before the residual add
+    AlignedVector<float> normed_final_;               // [rows, hidden]
+    AlignedVector<float> recomputed_output_;          // [rows, hidden] a recomputed layer's output (unused)
+    AlignedVector<float> logits_;                     // [rows, vocab]
+    AlignedVector<float> residual_gradient_, gradient_;  // [rows, hidden]
     std::vector<float> norm_scratch_;
     nn::AttentionBackwardScratch attention_scratch_;
     nn::MlpBackwardScratch mlp_scratch_;
