@@ -183,6 +183,21 @@ double read_bandwidth_gb_per_s(const std::vector<std::uint64_t>& words, std::siz
     return double(words.size() * sizeof(std::uint64_t)) / best_seconds / 1e9;
 }
 
+struct Bandwidth {
+    double one_stream = 0.0, four_streams = 0.0, prefetched = 0.0;  // GB/s
+    // The bound uses the fastest way of reading, so it is never flattering.
+    double fastest() const { return std::max({one_stream, four_streams, prefetched}); }
+};
+
+// Freed before returning: a row's peak RSS must not include the buffer.
+Bandwidth measure_bandwidth(std::size_t mib, std::size_t threads) {
+    // Allocated and written first: untouched pages all map the one zero page, which reads from cache.
+    std::vector<std::uint64_t> words((mib << 20) / sizeof(std::uint64_t));
+    std::iota(words.begin(), words.end(), std::uint64_t(1));
+    return {read_bandwidth_gb_per_s(words, threads, 1, false), read_bandwidth_gb_per_s(words, threads, 4, false),
+            read_bandwidth_gb_per_s(words, threads, 4, true)};
+}
+
 // Weight bytes one decode step reads: every tensor once, as stored. The embedding table
 // is streamed only as the head of a tied model; with a separate lm_head, one row of it is read.
 std::size_t weight_bytes_per_token(const loom::io::TensorStore& store) {
@@ -302,31 +317,21 @@ int run(const Options& options, int argc, char** argv) {
                 options.prompt_tokens, options.new_tokens, options.repetitions, options.dir.c_str());
     std::fflush(stdout);
 
-    std::vector<double> bandwidth;  // GB/s, per entry of options.threads
-    {
-        // Allocated and written first: untouched pages all map the one zero page, which reads from cache.
-        std::vector<std::uint64_t> words((options.bandwidth_mib << 20) / sizeof(std::uint64_t));
-        std::iota(words.begin(), words.end(), std::uint64_t(1));
-        for (const std::size_t threads : options.threads) {
-            // The bound uses the faster way of reading, so it is never flattering.
-            const double one_stream = read_bandwidth_gb_per_s(words, threads, 1, false);
-            const double four_streams = read_bandwidth_gb_per_s(words, threads, 4, false);
-            const double prefetched = read_bandwidth_gb_per_s(words, threads, 4, true);
-            bandwidth.push_back(std::max({one_stream, four_streams, prefetched}));
-            std::printf("memory read bandwidth, %s: %.1f GB/s with one stream per thread, %.1f GB/s with four, "
-                        "%.1f GB/s with four and prefetches (%zu MiB buffer, best of %d)\n",
-                        threads_label(threads).c_str(), one_stream, four_streams, prefetched, options.bandwidth_mib,
-                        bandwidth_repeats);
-        }
-    }  // freed before any peak-RSS measurement
+    for (const std::size_t threads : options.threads) {
+        const Bandwidth measured = measure_bandwidth(options.bandwidth_mib, threads);
+        std::printf("memory read bandwidth, %s: %.1f GB/s with one stream per thread, %.1f GB/s with four, "
+                    "%.1f GB/s with four and prefetches (%zu MiB buffer, best of %d)\n",
+                    threads_label(threads).c_str(), measured.one_stream, measured.four_streams, measured.prefetched,
+                    options.bandwidth_mib, bandwidth_repeats);
+    }
 
     const bool pytorch = options.pytorch && print_pytorch_setup(options.threads);
     std::fflush(stdout);
 
     std::printf("\n| model | weights | file MB | threads | prefill tok/s | decode tok/s | TTFT ms | peak RSS MiB "
-                "| weight MB/token | bound tok/s | of bound |%s\n",
+                "| weight MB/token | bandwidth GB/s | bound tok/s | of bound |%s\n",
                 pytorch ? " PyTorch prefill tok/s | PyTorch decode tok/s | Loom/PyTorch prefill | Loom/PyTorch decode |" : "");
-    std::printf("|---|---|---|---|---|---|---|---|---|---|---|%s\n", pytorch ? "---|---|---|---|" : "");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|%s\n", pytorch ? "---|---|---|---|" : "");
     std::fflush(stdout);
     for (const std::string& preset : options.presets) {
         for (const std::string& dtype : options.dtypes) {
@@ -338,16 +343,19 @@ int run(const Options& options, int argc, char** argv) {
             std::vector<int> prompt;
             for (std::size_t i = 0; i < options.prompt_tokens; ++i) prompt.push_back(int((i * 7919 + 13) % spec.vocab_size));
 
-            for (std::size_t t = 0; t < options.threads.size(); ++t) {
-                const std::size_t threads = options.threads[t];
+            for (const std::size_t threads : options.threads) {
+                // The machine's bandwidth drifts (by a third within a minute on a shared VM), so
+                // each row's bound comes from reads just before and just after its runs.
+                const double bandwidth_before = measure_bandwidth(options.bandwidth_mib, threads).fastest();
                 const LoomRun loom_run = run_loom(folder, prompt, options.new_tokens, threads, options.repetitions);
+                const double bandwidth = std::max(bandwidth_before, measure_bandwidth(options.bandwidth_mib, threads).fastest());
                 const double prefill = loom_bench::mean(loom_run.prefill_tokens_per_second);
                 const double decode = loom_bench::mean(loom_run.decode_tokens_per_second);
-                const double bound = bandwidth[t] * 1e9 / double(loom_run.weight_bytes_per_token);
-                std::printf("| %s | %s | %.0f | %zu | %.1f | %.2f | %.0f | %.0f | %.1f | %.1f | %.0f%% |", preset.c_str(),
-                            dtype.c_str(), file_mb, threads, prefill, decode,
+                const double bound = bandwidth * 1e9 / double(loom_run.weight_bytes_per_token);
+                std::printf("| %s | %s | %.0f | %zu | %.1f | %.2f | %.0f | %.0f | %.1f | %.1f | %.1f | %.0f%% |",
+                            preset.c_str(), dtype.c_str(), file_mb, threads, prefill, decode,
                             loom_bench::mean(loom_run.time_to_first_token_ms), loom_run.peak_rss_mib,
-                            double(loom_run.weight_bytes_per_token) / 1e6, bound, 100.0 * decode / bound);
+                            double(loom_run.weight_bytes_per_token) / 1e6, bandwidth, bound, 100.0 * decode / bound);
                 if (pytorch) {
                     const PythonRun reference = run_pytorch_script(
                         "--model " + shell_quote(folder.string()) + " --ids " + join(prompt) + " --new-tokens " +
@@ -369,8 +377,9 @@ int run(const Options& options, int argc, char** argv) {
             }
         }
     }
-    std::printf("\nbound tok/s: the fastest of the three memory reads at that thread count / weight bytes per token "
-                "(the KV cache's reads are left out); of bound: decode tok/s / bound tok/s.\n");
+    std::printf("\nbandwidth: the fastest of the three memory reads at that thread count, measured just before and "
+                "just after the row's runs; bound tok/s: that bandwidth / weight bytes per token (the KV cache's reads "
+                "are left out); of bound: decode tok/s / bound tok/s.\n");
     return 0;
 }
 

@@ -26,8 +26,8 @@ constexpr const char* usage =
     "  --streams        concurrent stream counts (default 1,4,8)\n"
     "  --prompt-tokens  prompt length of each stream and of the TTFT probe (default 32)\n"
     "  --new-tokens     tokens each stream generates (default 128)\n"
-    "  --repetitions    runs per stream count; the table gives the mean speed, as llama-bench's -r\n"
-    "                   (default 3)\n"
+    "  --repetitions    runs per stream count, taken in turns (1, 4, 8, 1, 4, 8, ...); the table gives\n"
+    "                   the mean speed, as llama-bench's -r (default 3)\n"
     "  --preset         model shape (default smollm2-135m)\n";
 
 struct Options {
@@ -101,13 +101,14 @@ void run(const loom::models::LoadedModel& model, const Options& options, std::si
     for (int i = 0; i < 5; ++i) idle_ttft.push_back(finish(*engine.submit(make_request(options, 100 + std::size_t(i), 1))).time_to_first_token_ms);
     const double idle = median(idle_ttft);
 
-    std::printf("| streams | aggregate decode tok/s | per stream tok/s | vs 1 stream | wall s |\n");
-    std::printf("|--------:|-----------------------:|-----------------:|------------:|-------:|\n");
-    double single = 0.0;
+    // Repetitions go round the stream counts (1, 4, 8, 1, 4, 8, ...) rather than one count
+    // after another, so a drift of the machine's speed during the run weighs on every count
+    // alike and not on their ratios.
+    std::vector<std::vector<double>> aggregates(options.streams.size()), walls(options.streams.size());
     std::vector<double> busy_ttft;
-    for (const std::size_t streams : options.streams) {
-        std::vector<double> aggregates, walls;  // one per repetition
-        for (std::size_t repetition = 0; repetition < options.repetitions; ++repetition) {
+    for (std::size_t repetition = 0; repetition < options.repetitions; ++repetition) {
+        for (std::size_t i = 0; i < options.streams.size(); ++i) {
+            const std::size_t streams = options.streams[i];
             const auto before = engine.stats();
             const auto start = std::chrono::steady_clock::now();
             std::vector<std::shared_ptr<loom::serve::Job>> jobs;
@@ -116,20 +117,27 @@ void run(const loom::models::LoadedModel& model, const Options& options, std::si
             if (streams == most_streams) {
                 // The probes arrive once every stream is decoding.
                 std::this_thread::sleep_for(std::chrono::milliseconds(300));
-                for (int i = 0; i < 5; ++i) {
-                    busy_ttft.push_back(finish(*engine.submit(make_request(options, 200 + std::size_t(i), 1))).time_to_first_token_ms);
+                for (int probe = 0; probe < 5; ++probe) {
+                    busy_ttft.push_back(finish(*engine.submit(make_request(options, 200 + std::size_t(probe), 1))).time_to_first_token_ms);
                 }
                 first_tokens += 5;
             }
             for (auto& job : jobs) finish(*job);
-            walls.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+            walls[i].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
             const auto after = engine.stats();
             // Decode throughput: tokens sampled from decode rows over the step time spent on them.
             const double decoded = double(after.generated_tokens - before.generated_tokens - first_tokens);
-            aggregates.push_back(decoded / (after.generate_seconds - before.generate_seconds));
+            aggregates[i].push_back(decoded / (after.generate_seconds - before.generate_seconds));
         }
-        const double aggregate = loom_bench::mean(aggregates), wall = loom_bench::mean(walls);
-        if (streams == 1) single = aggregate;
+    }
+
+    std::printf("| streams | aggregate decode tok/s | per stream tok/s | vs 1 stream | wall s |\n");
+    std::printf("|--------:|-----------------------:|-----------------:|------------:|-------:|\n");
+    const auto one_stream = std::find(options.streams.begin(), options.streams.end(), std::size_t(1));
+    const double single = one_stream == options.streams.end() ? 0.0 : loom_bench::mean(aggregates[std::size_t(one_stream - options.streams.begin())]);
+    for (std::size_t i = 0; i < options.streams.size(); ++i) {
+        const std::size_t streams = options.streams[i];
+        const double aggregate = loom_bench::mean(aggregates[i]), wall = loom_bench::mean(walls[i]);
         std::printf("| %7zu | %22.1f | %16.1f | %10.2fx | %6.2f |\n", streams, aggregate, aggregate / double(streams),
                     single > 0 ? aggregate / single : 0.0, wall);
     }
