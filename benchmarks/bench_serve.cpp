@@ -59,7 +59,15 @@ Options parse(int argc, char** argv) {
         else if (flag == "--streams") options.streams = parse_counts(flag, value, 1);
         else throw loom::argument_error("unknown option '" + flag + "' (see --help)");
     }
-    options.threads.erase(std::unique(options.threads.begin(), options.threads.end()), options.threads.end());
+    // A count given twice is measured once (a repeated stream count would also send its
+    // time-to-first-token probes twice).
+    for (auto* counts : {&options.threads, &options.streams}) {
+        std::vector<std::size_t> first_seen;
+        for (const std::size_t count : *counts) {
+            if (std::find(first_seen.begin(), first_seen.end(), count) == first_seen.end()) first_seen.push_back(count);
+        }
+        *counts = std::move(first_seen);
+    }
     return options;
 }
 
