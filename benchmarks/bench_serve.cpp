@@ -31,7 +31,7 @@ constexpr const char* usage =
     "  --preset         model shape (default smollm2-135m)\n";
 
 struct Options {
-    std::vector<std::size_t> threads = {1, std::max(1u, std::thread::hardware_concurrency())};
+    std::vector<std::size_t> threads = loom_bench::one_and_all_cores();
     std::vector<std::size_t> streams = {1, 4, 8};
     std::size_t prompt_tokens = 32;
     std::size_t new_tokens = 128;
@@ -58,15 +58,6 @@ Options parse(int argc, char** argv) {
         else if (flag == "--repetitions") options.repetitions = parse_at_least(flag, value, 1);
         else if (flag == "--streams") options.streams = parse_counts(flag, value, 1);
         else throw loom::argument_error("unknown option '" + flag + "' (see --help)");
-    }
-    // A count given twice is measured once (a repeated stream count would also send its
-    // time-to-first-token probes twice).
-    for (auto* counts : {&options.threads, &options.streams}) {
-        std::vector<std::size_t> first_seen;
-        for (const std::size_t count : *counts) {
-            if (std::find(first_seen.begin(), first_seen.end(), count) == first_seen.end()) first_seen.push_back(count);
-        }
-        *counts = std::move(first_seen);
     }
     return options;
 }
@@ -163,9 +154,7 @@ int main(int argc, char** argv) {
         auto spec = loom::models::synthetic_preset(options.preset);
         spec.dtype = loom::DType::bf16;
         spec.eos_token_ids.clear();
-        const auto model = loom::models::load_model_from_memory(
-            loom::models::synthetic_config_json(spec),
-            loom::io::TensorStore::from_bytes(loom::io::serialize_safetensors(loom::models::synthetic_tensors(spec)), options.preset));
+        const auto model = loom::models::load_synthetic_model(spec, options.preset);
         const std::size_t most_streams = *std::max_element(options.streams.begin(), options.streams.end());
 
         loom_bench::print_machine();

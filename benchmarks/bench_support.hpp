@@ -1,6 +1,7 @@
 #pragma once
 // What the benchmarks share: reading their options, and the machine header every report
 // starts with (the machine and how busy it was).
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <numeric>
@@ -29,11 +30,22 @@ inline std::size_t parse_at_least(const std::string& flag, const std::string& te
     return value;
 }
 
-// A comma-separated list of whole numbers, each at least `minimum`.
+// A comma-separated list of whole numbers, each at least `minimum`, in the order given; a
+// number given twice is kept once (each is a configuration measured in turn).
 inline std::vector<std::size_t> parse_counts(const std::string& flag, const std::string& text, std::size_t minimum) {
     std::vector<std::size_t> counts;
-    for (const std::string& item : split(flag, text)) counts.push_back(parse_at_least(flag, item, minimum));
+    for (const std::string& item : split(flag, text)) {
+        const std::size_t count = parse_at_least(flag, item, minimum);
+        if (std::find(counts.begin(), counts.end(), count) == counts.end()) counts.push_back(count);
+    }
     return counts;
+}
+
+// The default thread counts: 1, and every core when there are more.
+inline std::vector<std::size_t> one_and_all_cores() {
+    const std::size_t cores = std::thread::hardware_concurrency();
+    if (cores > 1) return {1, cores};
+    return {1};
 }
 
 // The mean of several timed runs, as llama-bench reports them.

@@ -53,8 +53,7 @@ struct Options {
 
 Options parse(int argc, char** argv) {
     Options options;
-    options.threads = {1, std::max<std::size_t>(1, std::thread::hardware_concurrency())};
-    if (options.threads[1] == 1) options.threads.pop_back();
+    options.threads = loom_bench::one_and_all_cores();
     for (int i = 1; i < argc; ++i) {
         const std::string flag = argv[i];
         if (flag == "--help" || flag == "-h") {
@@ -102,8 +101,7 @@ Measurement measure(const Options& options, std::size_t threads) {
     const loom::models::SyntheticModelSpec spec = model_spec(options);
     std::unique_ptr<loom::train::TrainableLlama> model;
     {
-        const auto checkpoint = loom::io::TensorStore::from_bytes(
-            loom::io::serialize_safetensors(loom::models::synthetic_tensors(spec)), "synthetic checkpoint");
+        const auto checkpoint = loom::models::synthetic_store(spec, "synthetic checkpoint");
         model = std::make_unique<loom::train::TrainableLlama>(
             loom::io::parse_model_config(loom::models::synthetic_config_json(spec), "config.json"), checkpoint);
     }

@@ -28,13 +28,6 @@ SyntheticModelSpec small_spec(const char* preset, loom::DType dtype) {
     return spec;
 }
 
-// The model of `spec`, built in memory.
-loom::models::LoadedModel memory_model(const SyntheticModelSpec& spec) {
-    return loom::models::load_model_from_memory(
-        loom::models::synthetic_config_json(spec),
-        loom::io::TensorStore::from_bytes(loom::io::serialize_safetensors(loom::models::synthetic_tensors(spec)), "memory"));
-}
-
 // All logits of `prompt`, fed in chunks of `chunk` tokens.
 std::vector<float> all_logits(const loom::models::Llama& model, const std::vector<int>& prompt, std::size_t chunk,
                               std::size_t threads) {
@@ -74,7 +67,7 @@ void write_edited_model(const std::filesystem::path& folder, const SyntheticMode
 TEST_CASE("model: logits are bit-identical for 1-4 threads, prefill or token by token, any chunking", "[model][determinism]") {
     const char* preset = GENERATE("tiny-llama", "tiny-qwen2", "tiny-mistral");
     const SyntheticModelSpec spec = small_spec(preset, loom::DType::bf16);
-    const auto model = memory_model(spec);
+    const auto model = loom::models::load_synthetic_model(spec);
     const auto prompt = long_prompt(spec.vocab_size, 21);  // crosses the tiny Mistral's 8-token window
     const auto expected = all_logits(*model.network, prompt, prompt.size(), 1);
     for (std::size_t threads : {1u, 2u, 3u, 4u}) {
@@ -210,7 +203,7 @@ TEST_CASE("model: overflowing weights stop generation with a clear error", "[mod
 
 TEST_CASE("model: context and vocabulary limits are checked before any work", "[model][errors]") {
     const SyntheticModelSpec spec = small_spec("tiny-llama", loom::DType::f32);
-    const auto model = memory_model(spec);
+    const auto model = loom::models::load_synthetic_model(spec);
     loom::ThreadPool pool(1);
     auto sequence = model.network->new_sequence(4);
     xt::xtensor<float, 2> logits;
@@ -238,7 +231,7 @@ TEST_CASE("model: generation stops at the context length whatever max_tokens say
     SyntheticModelSpec spec = small_spec("tiny-llama", loom::DType::f32);
     spec.max_position_embeddings = 32;
     spec.eos_token_ids = {};
-    const auto model = memory_model(spec);
+    const auto model = loom::models::load_synthetic_model(spec);
     loom::ThreadPool pool(1);
     loom::generate::GenerateOptions options;
     options.max_tokens = std::numeric_limits<std::size_t>::max();
@@ -249,7 +242,7 @@ TEST_CASE("model: generation stops at the context length whatever max_tokens say
 }
 
 TEST_CASE("model: a reused sequence gives the bits of a fresh one, keeping buffers that are large enough", "[model][determinism]") {
-    const auto model = memory_model(small_spec("tiny-llama", loom::DType::f32));
+    const auto model = loom::models::load_synthetic_model(small_spec("tiny-llama", loom::DType::f32));
     const auto& network = *model.network;
     loom::ThreadPool pool(2);
     auto run = [&](const std::vector<int>& prompt, std::size_t max_tokens, loom::models::SequenceState* reused) {
@@ -279,11 +272,12 @@ TEST_CASE("model: a reused sequence gives the bits of a fresh one, keeping buffe
     CHECK(sequence.cache.capacity() == 100);
     CHECK(sequence.position() == 0);
     CHECK_THROWS_WITH(network.restart(sequence, 0), Catch::Contains("context size must be at least 1"));
+    CHECK(sequence.cache.capacity() == 100);  // a refused restart keeps the cache it had
 }
 
 TEST_CASE("model: threads sharing one model and one pool get the single-thread logits", "[model][determinism]") {
     const SyntheticModelSpec spec = small_spec("tiny-qwen2", loom::DType::bf16);
-    const auto model = memory_model(spec);
+    const auto model = loom::models::load_synthetic_model(spec);
     const auto prompt = long_prompt(spec.vocab_size, 13);
     const auto expected = all_logits(*model.network, prompt, prompt.size(), 1);
     loom::ThreadPool shared(2);
@@ -308,7 +302,7 @@ TEST_CASE("model: a sequence's logits do not change when other sequences share i
     const char* preset = GENERATE("tiny-llama", "tiny-qwen2", "tiny-mistral");
     const loom::DType dtype = GENERATE(loom::DType::f32, loom::DType::bf16, loom::DType::f16);
     const SyntheticModelSpec spec = small_spec(preset, dtype);
-    const auto model = memory_model(spec);
+    const auto model = loom::models::load_synthetic_model(spec);
     const loom::models::Llama& network = *model.network;
 
     // Three prompts of different lengths, each followed by 6 fixed decode tokens.
@@ -371,7 +365,7 @@ TEST_CASE("model: a sequence's logits do not change when other sequences share i
 
 TEST_CASE("model: a batch that names one sequence twice is refused", "[model][batch][errors]") {
     const SyntheticModelSpec spec = small_spec("tiny-llama", loom::DType::f32);
-    const auto model = memory_model(spec);
+    const auto model = loom::models::load_synthetic_model(spec);
     auto sequence = model.network->new_sequence(8);
     const std::vector<int> tokens = {1, 2};
     const loom::models::BatchEntry twice[] = {{tokens, &sequence, LogitRows::last}, {tokens, &sequence, LogitRows::last}};

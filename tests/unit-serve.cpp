@@ -60,9 +60,7 @@ const loom::models::LoadedModel& endless_model() {
     static const auto model = [] {
         auto spec = loom::models::default_model_spec();
         spec.eos_token_ids.clear();
-        return loom::models::load_model_from_memory(
-            loom::models::synthetic_config_json(spec),
-            loom::io::TensorStore::from_bytes(loom::io::serialize_safetensors(loom::models::synthetic_tensors(spec)), "endless"));
+        return loom::models::load_synthetic_model(spec, "endless");
     }();
     return model;
 }

@@ -20,8 +20,7 @@ namespace {
 using loom::models::SyntheticModelSpec;
 
 std::unique_ptr<loom::train::TrainableLlama> trainable(const SyntheticModelSpec& spec) {
-    const auto checkpoint =
-        loom::io::TensorStore::from_bytes(loom::io::serialize_safetensors(loom::models::synthetic_tensors(spec)), "memory");
+    const auto checkpoint = loom::models::synthetic_store(spec, "memory");
     return std::make_unique<loom::train::TrainableLlama>(
         loom::io::parse_model_config(loom::models::synthetic_config_json(spec), "config.json"), checkpoint);
 }

@@ -549,10 +549,7 @@ void hash_models(Hashes& hashes, SelfCheck& check, loom::ThreadPool& one, loom::
             loom::models::SyntheticModelSpec spec = loom::models::synthetic_preset(preset);
             spec.dtype = dtype;
             spec.weight_std = 0.25;  // wide enough that greedy decoding does not repeat one token
-            const auto model = loom::models::load_model_from_memory(
-                loom::models::synthetic_config_json(spec),
-                loom::io::TensorStore::from_bytes(loom::io::serialize_safetensors(loom::models::synthetic_tensors(spec)),
-                                                  "memory"));
+            const auto model = loom::models::load_synthetic_model(spec, "memory");
             std::vector<int> prompt;
             for (std::size_t i = 0; i < prompt_length; ++i) prompt.push_back(int((i * 101 + 7) % spec.vocab_size));
 

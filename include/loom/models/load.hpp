@@ -59,11 +59,14 @@ inline SyntheticModelSpec default_model_spec() {
     return spec;
 }
 
+// The model of `spec`, built in memory (tests, benchmarks, the built-in default model).
+inline LoadedModel load_synthetic_model(const SyntheticModelSpec& spec, const std::string& label = "in-memory model") {
+    return load_model_from_memory(synthetic_config_json(spec), synthetic_store(spec, label), label);
+}
+
 inline LoadedModel load_default_model() {
     const SyntheticModelSpec spec = default_model_spec();
-    LoadedModel model = load_model_from_memory(
-        synthetic_config_json(spec), io::TensorStore::from_bytes(io::serialize_safetensors(synthetic_tensors(spec)), "built-in default model"),
-        "built-in default model");
+    LoadedModel model = load_synthetic_model(spec, "built-in default model");
     model.generation = io::parse_generation_config(synthetic_generation_config_json(spec), "built-in default model");
     return model;
 }

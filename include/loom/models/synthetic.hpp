@@ -202,6 +202,11 @@ inline std::vector<io::TensorToWrite> synthetic_tensors(const SyntheticModelSpec
     return tensors;
 }
 
+// The checkpoint of `spec` in memory, as if read from a model.safetensors.
+inline io::TensorStore synthetic_store(const SyntheticModelSpec& spec, const std::string& label) {
+    return io::TensorStore::from_bytes(io::serialize_safetensors(synthetic_tensors(spec)), label);
+}
+
 // Writes config.json, generation_config.json and model.safetensors (or shards of at most
 // max_shard_bytes with an index, when max_shard_bytes > 0) into `folder`.
 inline void write_synthetic_model(const std::filesystem::path& folder, const SyntheticModelSpec& spec,
