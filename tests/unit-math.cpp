@@ -189,8 +189,25 @@ void silu_multiply(float* gate, const float* up, std::size_t n) {
     }
 }
 
+void silu_multiply_backward(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                            std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+        const float sigmoid = 1.0f / (1.0f + exp_f32(-gate[i]));
+        dup[i] = dout[i] * (gate[i] * sigmoid);
+        dgate[i] = (dout[i] * up[i]) * (sigmoid * (1.0f + gate[i] * (1.0f - sigmoid)));
+    }
+}
+
 void add_in_place(float* x, const float* y, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) x[i] = x[i] + y[i];
+}
+
+std::size_t argmax(const float* values, std::size_t n) {
+    std::size_t best = 0;
+    for (std::size_t i = 1; i < n; ++i) {
+        if (values[i] > values[best]) best = i;
+    }
+    return best;
 }
 
 }  // namespace scalar_reference
@@ -382,7 +399,8 @@ TEST_CASE("math: sin_f64 and cos_f64 are within 2 ulp on [-2 pi, 2 pi] and keep 
     CHECK(bits_of(loom::kernels::sin_f64(-0.0)) == bits_of(-0.0));
 }
 
-TEST_CASE("math: rmsnorm, softmax, silu_multiply and add_in_place give the bits of plain loops", "[math][kernels]") {
+TEST_CASE("math: rmsnorm, softmax, silu_multiply (and backward), add_in_place and argmax give the bits of plain loops",
+          "[math][kernels]") {
     std::uint32_t seed = 100;
     for (std::size_t n : kernel_lengths()) {
         INFO("n = " << n);
@@ -407,6 +425,17 @@ TEST_CASE("math: rmsnorm, softmax, silu_multiply and add_in_place give the bits 
         scalar_reference::silu_multiply(expected_gate.data(), y.data(), n);
         CHECK(count_differences(gate, expected_gate) == 0);
 
+        const auto dout = mixed_values(n, ++seed);
+        std::vector<float> dgate(n), dup(n), expected_dgate(n), expected_dup(n);
+        loom::kernels::silu_multiply_backward(x.data(), y.data(), dout.data(), dgate.data(), dup.data(), n);
+        scalar_reference::silu_multiply_backward(x.data(), y.data(), dout.data(), expected_dgate.data(),
+                                                 expected_dup.data(), n);
+        CHECK(count_differences(dgate, expected_dgate) == 0);
+        CHECK(count_differences(dup, expected_dup) == 0);
+
+        CHECK(loom::kernels::argmax(x.data(), n) == scalar_reference::argmax(x.data(), n));
+        CHECK(loom::kernels::argmax(scores.data(), n) == scalar_reference::argmax(scores.data(), n));
+
         auto sum = x, expected_sum = x;
         loom::kernels::add_in_place(sum.data(), y.data(), n);
         scalar_reference::add_in_place(expected_sum.data(), y.data(), n);
@@ -429,7 +458,8 @@ TEST_CASE("math: rmsnorm, softmax, silu_multiply and add_in_place give the bits 
     }
 }
 
-TEST_CASE("math: softmax matches the plain loop on infinities, NaN and signed zeros", "[math][kernels]") {
+TEST_CASE("math: softmax and argmax match the plain loops on infinities, NaN, ties and signed zeros",
+          "[math][kernels]") {
     const float inf = std::numeric_limits<float>::infinity();
     const float nan = std::numeric_limits<float>::quiet_NaN();
     const std::vector<std::vector<float>> rows = {
@@ -441,6 +471,8 @@ TEST_CASE("math: softmax matches the plain loop on infinities, NaN and signed ze
         {1.0f, 2.0f, 3.0f, nan, 5.0f, 6.0f, 7.0f, 8.0f, 9.0f, 10.0f, 11.0f, 12.0f, 13.0f, 14.0f, 15.0f, 16.0f, 17.0f, 18.0f},
         {1.0f, 2.0f, inf, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f, 8.0f, 9.0f, 10.0f, 11.0f, 12.0f, 13.0f, 14.0f, 15.0f, 16.0f},
         {-100.0f, -200.0f, -300.0f, 1e38f, -1e38f, 3e38f, -3e38f, 0.0f, -0.0f, 42.0f, -42.0f, 87.0f, -87.0f, 88.0f, 89.0f, 1e-40f, -1e-40f},
+        {-1.0f, -2.0f, 5.0f, -3.0f, -4.0f, -5.0f, -6.0f, -7.0f, -8.0f, -9.0f, -1.0f, -2.0f, -3.0f, -4.0f, -5.0f, -6.0f, -7.0f, 5.0f, 5.0f},
+        {-1.0f, -2.0f, -3.0f, -4.0f, -5.0f, -6.0f, -7.0f, -8.0f, -9.0f, -1.0f, -2.0f, -3.0f, -4.0f, -5.0f, -6.0f, -7.0f, 2.0f, -1.0f, 2.0f},
     };
     for (const auto& row : rows) {
         for (std::size_t n = 1; n <= row.size(); ++n) {
@@ -449,6 +481,7 @@ TEST_CASE("math: softmax matches the plain loop on infinities, NaN and signed ze
             scalar_reference::softmax(expected.data(), n);
             INFO("row starting " << row[0] << ", n = " << n);
             CHECK(count_differences(values, expected) == 0);
+            CHECK(loom::kernels::argmax(row.data(), n) == scalar_reference::argmax(row.data(), n));
         }
     }
 }

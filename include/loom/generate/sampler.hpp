@@ -16,6 +16,7 @@
 #include "loom/core/error.hpp"
 #include "loom/core/random.hpp"
 #include "loom/kernels/math.hpp"
+#include "loom/kernels/ops.hpp"
 
 namespace loom::generate {
 
@@ -47,10 +48,13 @@ public:
 
     // history: every token of the sequence so far, the prompt's `prompt_length` first.
     int sample(std::span<const float> logits, std::span<const int> history, std::size_t prompt_length = 0) {
+        const bool penalised = options_.repeat_penalty != 1.0f || options_.presence_penalty != 0.0f ||
+                               options_.frequency_penalty != 0.0f;
+        if (options_.temperature == 0.0f && !penalised) return int(kernels::argmax(logits.data(), logits.size()));
         scores_.assign(logits.begin(), logits.end());
         apply_occurrence_penalties(history.subspan(std::min(prompt_length, history.size())));
         apply_repeat_penalty(history);
-        if (options_.temperature == 0.0f) return argmax();
+        if (options_.temperature == 0.0f) return int(kernels::argmax(scores_.data(), scores_.size()));
 
         candidates_.clear();
         for (std::size_t id = 0; id < scores_.size(); ++id) {
@@ -121,14 +125,6 @@ private:
         for (const auto& [id, count] : counts_) {
             scores_[std::size_t(id)] -= options_.presence_penalty + options_.frequency_penalty * float(count);
         }
-    }
-
-    int argmax() const {
-        std::size_t best = 0;
-        for (std::size_t id = 1; id < scores_.size(); ++id) {
-            if (scores_[id] > scores_[best]) best = id;
-        }
-        return int(best);
     }
 
     // Softmax over the kept candidates, in their sorted order, with our own exp.

@@ -55,17 +55,27 @@ inline Real exp_remainder(const Real& x, const Real& n) noexcept {
     return (x - n * ln2_high) - n * ln2_low;
 }
 
-// Taylor series of e^r to degree 13: truncation error < 0.347^14/14! ~ 4e-18.
-template <class Real>
-inline Real exp_taylor(const Real& r) noexcept {
+// Taylor series of e^r to degree 13: truncation error < 0.347^14/14! ~ 4e-18. Evaluated
+// for M values step by step side by side, whose chains of dependent steps the core overlaps.
+template <class Real, std::size_t M>
+inline void exp_taylor(const Real (&r)[M], Real (&sum)[M]) noexcept {
     constexpr double inverse_factorials[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
                                              1.0 / 362880.0,    1.0 / 40320.0,    1.0 / 5040.0,
                                              1.0 / 720.0,       1.0 / 120.0,      1.0 / 24.0,
                                              1.0 / 6.0,         0.5,              1.0,
                                              1.0};
-    Real sum(1.0 / 6227020800.0);  // 1/13!
-    for (double coefficient : inverse_factorials) sum = sum * r + Real(coefficient);
-    return sum;
+    LOOM_UNROLL for (Real& value : sum) value = Real(1.0 / 6227020800.0);  // 1/13!
+    for (double coefficient : inverse_factorials) {
+        LOOM_UNROLL for (std::size_t m = 0; m < M; ++m) sum[m] = sum[m] * r[m] + Real(coefficient);
+    }
+}
+
+template <class Real>
+inline Real exp_taylor(const Real& r) noexcept {
+    const Real values[1] = {r};
+    Real sum[1];
+    exp_taylor(values, sum);
+    return sum[0];
 }
 
 }  // namespace detail
@@ -147,11 +157,22 @@ inline simd::Floats narrow(const Doubles& low, const Doubles& high) noexcept {
 // What double(std::int64_t(x)) gives for |x| < 2^51: truncation toward zero, and +0.0
 // rather than -0.0 for -1 < x < 0. Only exact operations, so every architecture agrees.
 inline Doubles truncate_toward_zero(const Doubles& x) noexcept {
+#if defined(LOOM_EXP_X86) && (XSIMD_WITH_AVX512F || XSIMD_WITH_AVX)
+    // One rounding instruction where the target has it (exact, as the steps below); adding
+    // +0.0 turns the -0.0 it gives for -1 < x < 0 into +0.0.
+#if XSIMD_WITH_AVX512F
+    const Doubles truncated = _mm512_maskz_roundscale_pd(0xff, x, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+#else
+    const Doubles truncated = _mm256_round_pd(x, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+#endif
+    return truncated + Doubles(0.0);
+#else
     const Doubles two_to_52(4503599627370496.0);
     const Doubles magnitude = xsimd::abs(x);
     const Doubles nearest = (magnitude + two_to_52) - two_to_52;  // |x| rounded to an integer
     const Doubles floor = xsimd::select(nearest > magnitude, nearest - Doubles(1.0), nearest);
     return xsimd::select(x < Doubles(0.0), Doubles(0.0) - floor, floor);
+#endif
 }
 
 // The scalar round_to_integer: x + 0.5 or x - 0.5 (rounded), then truncated.
@@ -174,52 +195,74 @@ inline Doubles power_of_two(const Doubles& n) noexcept {
 inline constexpr double exp_f32_lowest = -104.0;
 inline constexpr double exp_f32_highest = 89.0;
 
-// exp_f64 of non-NaN widened floats, for the lanes exp_f32 rounds to a float.
-inline Doubles exp_of_widened_floats(const Doubles& x) noexcept {
-    const Doubles clamped = xsimd::min(xsimd::max(x, Doubles(exp_f32_lowest)), Doubles(exp_f32_highest));
-    const Doubles n = round_to_integer(clamped * Doubles(log2e));
-    return exp_taylor(exp_remainder(clamped, n)) * power_of_two(n);
+// exp_f64 of non-NaN widened floats, for the lanes exp_f32 rounds to a float, M registers
+// side by side.
+template <std::size_t M>
+LOOM_ALWAYS_INLINE void exp_of_widened_floats(Doubles (&x)[M]) noexcept {
+    Doubles n[M], remainder[M], sum[M];
+    LOOM_UNROLL for (std::size_t m = 0; m < M; ++m) {
+        const Doubles clamped = xsimd::min(xsimd::max(x[m], Doubles(exp_f32_lowest)), Doubles(exp_f32_highest));
+        n[m] = round_to_integer(clamped * Doubles(log2e));
+        remainder[m] = exp_remainder(clamped, n[m]);
+    }
+    exp_taylor(remainder, sum);
+    LOOM_UNROLL for (std::size_t m = 0; m < M; ++m) x[m] = sum[m] * power_of_two(n[m]);
 }
 
-inline simd::Floats exp_of_floats(const simd::Floats& x) noexcept {
-    Doubles low, high;
-    widen(x, low, high);
-    const simd::Floats result = narrow(exp_of_widened_floats(low), exp_of_widened_floats(high));
-    // NaN lanes get the input back, as exp_f32 does. (x == x, not x != x: xsimd 8.1 compiles
-    // != to an ordered compare on AVX, which is false for NaN.)
-    return xsimd::select(x == x, result, x);
+// exp_f32 of every lane of K float registers, in place.
+template <std::size_t K>
+LOOM_ALWAYS_INLINE void exp_of_floats(simd::Floats (&x)[K]) noexcept {
+    Doubles widened[2 * K];
+    LOOM_UNROLL for (std::size_t k = 0; k < K; ++k) widen(x[k], widened[2 * k], widened[2 * k + 1]);
+    exp_of_widened_floats(widened);
+    LOOM_UNROLL for (std::size_t k = 0; k < K; ++k) {
+        const simd::Floats result = narrow(widened[2 * k], widened[2 * k + 1]);
+        // NaN lanes get the input back, as exp_f32 does. (x == x, not x != x: xsimd 8.1
+        // compiles != to an ordered compare on AVX, which is false for NaN.)
+        x[k] = xsimd::select(x[k] == x[k], result, x[k]);
+    }
 }
 
 }  // namespace detail
 #endif
 
-// exp_f32 of every lane of a SIMD register, bit for bit.
-inline simd::Floats exp_f32_lanes(const simd::Floats& x) noexcept {
+// exp_f32 of every lane of K SIMD registers, bit for bit.
+template <std::size_t K>
+inline simd::Registers<K> exp_f32_lanes(simd::Registers<K> x) noexcept {
 #if defined(LOOM_SIMD_EXP_IN_DOUBLES)
-    return detail::exp_of_floats(x);
+    detail::exp_of_floats(x.part);
 #elif defined(LOOM_SIMD_XSIMD)
-    alignas(64) float lanes[simd::width];
-    simd::store(lanes, x);
+    alignas(64) float lanes[K * simd::width];
+    simd::store_as(lanes, x);
     for (float& lane : lanes) lane = exp_f32(lane);
-    return simd::load(lanes);
+    x = simd::load_as<simd::Registers<K>>(lanes);
 #else
-    return exp_f32(x);
+    for (float& lane : x.part) lane = exp_f32(lane);
 #endif
+    return x;
 }
 
-// exp_f32 of a register or of one float, for simd::elementwise loops.
+// exp_f32 of Registers, a register or one float, for simd::elementwise loops.
 template <typename T>
 LOOM_ALWAYS_INLINE T exp_f32_any(const T& x) noexcept {
     if constexpr (std::is_same_v<T, float>) {
         return exp_f32(x);
-    } else {
+    } else if constexpr (simd::is_registers<T>) {
         return exp_f32_lanes(x);
+    } else {
+        simd::Registers<1> one;
+        one.part[0] = x;
+        return exp_f32_lanes(one).part[0];
     }
 }
 
+// Element-wise loops that call exp take this many registers at a time (see simd::Registers;
+// measured on Zen 5: SiLU 2x faster with 4 than with 1, no faster with 8).
+inline constexpr std::size_t exp_registers = 4;
+
 // out[i] = exp_f32(in[i]), bit for bit. `in` and `out` are the same array or do not overlap.
 inline void exp_f32(const float* in, float* out, std::size_t n) noexcept {
-    simd::elementwise(0, n, [&](std::size_t i, auto type) {
+    simd::elementwise<exp_registers>(0, n, [&](std::size_t i, auto type) {
         simd::store_as(out + i, exp_f32_any(simd::load_as<decltype(type)>(in + i)));
     });
 }

@@ -48,7 +48,7 @@ inline float maximum(const float* values, std::size_t n) noexcept {
 
 // values[i] = exp_f32(values[i] - subtrahend)
 inline void exp_of_difference(float* values, float subtrahend, std::size_t n) noexcept {
-    simd::elementwise(0, n, [&](std::size_t i, auto type) {
+    simd::elementwise<exp_registers>(0, n, [&](std::size_t i, auto type) {
         using T = decltype(type);
         simd::store_as(values + i, exp_f32_any(simd::load_as<T>(values + i) - T(subtrahend)));
     });
@@ -110,6 +110,20 @@ inline void rmsnorm_backward(const float* x, const float* weight, float eps, con
     }
 }
 
+// The index the scalar loop `best = 0; if (values[i] > values[best]) best = i` finds: the
+// first position of the largest value, 0 if values[0] is NaN (NaN never wins a comparison).
+inline std::size_t argmax(const float* values, std::size_t n) noexcept {
+    if (n == 0) return 0;
+    const float largest = detail::maximum(values, n);
+    if (largest != largest) return 0;
+    std::size_t i = 0;
+    for (; i + simd::width <= n; i += simd::width) {
+        if (simd::any_equal(simd::load(values + i), largest)) break;
+    }
+    while (!(values[i] == largest)) ++i;
+    return i;
+}
+
 // In-place softmax over n values: values[i] = exp_f32(values[i] - max) / sum(...), the
 // sum in reduce.hpp's fixed order.
 inline void softmax(float* values, std::size_t n) noexcept {
@@ -120,7 +134,7 @@ inline void softmax(float* values, std::size_t n) noexcept {
 
 // gate[i] = silu(gate[i]) * up[i], with silu(x) = x * (1 / (1 + e^-x)) as PyTorch computes it.
 inline void silu_multiply(float* gate, const float* up, std::size_t n) noexcept {
-    simd::elementwise(0, n, [&](std::size_t i, auto type) {
+    simd::elementwise<exp_registers>(0, n, [&](std::size_t i, auto type) {
         using T = decltype(type);
         const T x = simd::load_as<T>(gate + i), one(1.0f);
         const T sigmoid = one / (one + exp_f32_any(-x));
@@ -132,7 +146,7 @@ inline void silu_multiply(float* gate, const float* up, std::size_t n) noexcept 
 // d/dgate of silu(g) * u = u * s * (1 + g * (1 - s)) with s = sigmoid(g), as PyTorch's silu backward.
 inline void silu_multiply_backward(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
                                    std::size_t n) noexcept {
-    simd::elementwise(0, n, [&](std::size_t i, auto type) {
+    simd::elementwise<exp_registers>(0, n, [&](std::size_t i, auto type) {
         using T = decltype(type);
         const T g = simd::load_as<T>(gate + i), d = simd::load_as<T>(dout + i), one(1.0f);
         const T sigmoid = one / (one + exp_f32_any(-g));

@@ -84,6 +84,7 @@ inline constexpr std::size_t width = Floats::size;
 LOOM_ALWAYS_INLINE Floats load(const float* p) noexcept { return Floats::load_unaligned(p); }
 inline void store(float* p, const Floats& v) noexcept { v.store_unaligned(p); }
 inline Floats broadcast(float value) noexcept { return Floats(value); }
+inline bool any_equal(const Floats& v, float value) noexcept { return xsimd::any(v == Floats(value)); }
 inline const char* target_name() noexcept { return xsimd::default_arch::name(); }
 #else
 using Floats = float;
@@ -91,16 +92,67 @@ inline constexpr std::size_t width = 1;
 inline Floats load(const float* p) noexcept { return *p; }
 inline void store(float* p, const Floats& v) noexcept { *p = v; }
 inline Floats broadcast(float value) noexcept { return value; }
+inline bool any_equal(const Floats& v, float value) noexcept { return v == value; }
 inline const char* target_name() noexcept { return "scalar"; }
 #endif
 
-// Element-wise loops written once for a register and for a single float (`T` is Floats or
-// float): every operation is the same correctly rounded IEEE one lane by lane, so an
-// element's result does not depend on whether it fell in a register or in the tail.
+// K registers that element-wise code treats as one value, operation by operation over
+// the registers in turn. For loops whose steps are long chains of dependent operations
+// (exp): the K chains are independent, and written side by side the core overlaps them
+// where one register's chain alone waits on every step's latency.
+template <std::size_t K>
+struct Registers {
+    static constexpr std::size_t count = K;
+    Floats part[K];
+    Registers() = default;
+    explicit Registers(float value) noexcept {
+        LOOM_UNROLL for (auto& p : part) p = broadcast(value);
+    }
+};
+
+template <typename T>
+inline constexpr bool is_registers = false;
+template <std::size_t K>
+inline constexpr bool is_registers<Registers<K>> = true;
+
+template <std::size_t K, typename Op>
+LOOM_ALWAYS_INLINE Registers<K> each_register(const Registers<K>& a, const Registers<K>& b, Op op) noexcept {
+    Registers<K> result;
+    LOOM_UNROLL for (std::size_t k = 0; k < K; ++k) result.part[k] = op(a.part[k], b.part[k]);
+    return result;
+}
+template <std::size_t K>
+LOOM_ALWAYS_INLINE Registers<K> operator+(const Registers<K>& a, const Registers<K>& b) noexcept {
+    return each_register(a, b, [](const Floats& x, const Floats& y) { return x + y; });
+}
+template <std::size_t K>
+LOOM_ALWAYS_INLINE Registers<K> operator-(const Registers<K>& a, const Registers<K>& b) noexcept {
+    return each_register(a, b, [](const Floats& x, const Floats& y) { return x - y; });
+}
+template <std::size_t K>
+LOOM_ALWAYS_INLINE Registers<K> operator*(const Registers<K>& a, const Registers<K>& b) noexcept {
+    return each_register(a, b, [](const Floats& x, const Floats& y) { return x * y; });
+}
+template <std::size_t K>
+LOOM_ALWAYS_INLINE Registers<K> operator/(const Registers<K>& a, const Registers<K>& b) noexcept {
+    return each_register(a, b, [](const Floats& x, const Floats& y) { return x / y; });
+}
+template <std::size_t K>
+LOOM_ALWAYS_INLINE Registers<K> operator-(const Registers<K>& a) noexcept {
+    return each_register(a, a, [](const Floats& x, const Floats&) { return -x; });
+}
+
+// Element-wise loops written once for registers and for a single float (`T` is Registers,
+// Floats or float): every operation is the same correctly rounded IEEE one lane by lane,
+// so an element's result does not depend on whether it fell in a register or in the tail.
 template <typename T>
 LOOM_ALWAYS_INLINE T load_as(const float* p) noexcept {
     if constexpr (std::is_same_v<T, float>) {
         return *p;
+    } else if constexpr (is_registers<T>) {
+        T result;
+        LOOM_UNROLL for (std::size_t k = 0; k < T::count; ++k) result.part[k] = load(p + k * width);
+        return result;
     } else {
         return load(p);
     }
@@ -109,6 +161,8 @@ template <typename T>
 LOOM_ALWAYS_INLINE void store_as(float* p, const T& v) noexcept {
     if constexpr (std::is_same_v<T, float>) {
         *p = v;
+    } else if constexpr (is_registers<T>) {
+        LOOM_UNROLL for (std::size_t k = 0; k < T::count; ++k) store(p + k * width, v.part[k]);
     } else {
         store(p, v);
     }
@@ -128,10 +182,14 @@ LOOM_ALWAYS_INLINE T square_root(const T& v) noexcept {
         return std::sqrt(v);
     }
 }
-// body(i, Floats{}) for each whole register of [begin, end), then body(i, float{}).
-template <typename Body>
+// body(i, Registers<K>{}) for each whole block of K registers of [begin, end) (K > 1), then
+// body(i, Floats{}) for each whole register, then body(i, float{}).
+template <std::size_t K = 1, typename Body>
 LOOM_ALWAYS_INLINE void elementwise(std::size_t begin, std::size_t end, Body&& body) {
     std::size_t i = begin;
+    if constexpr (K > 1) {
+        for (; i + K * width <= end; i += K * width) body(i, Registers<K>{});
+    }
     for (; i + width <= end; i += width) body(i, Floats{});
     for (; i < end; ++i) body(i, float{});
 }
