@@ -181,6 +181,12 @@ private:
     std::exception_ptr first_error_;
 };
 
+// The thread count the command-line programs default to: one per core the system reports
+// (at least one, since hardware_concurrency() may not know and return 0).
+inline std::size_t default_thread_count() noexcept {
+    return std::max<std::size_t>(1, std::thread::hardware_concurrency());
+}
+
 // From how many rows a row-by-row step of the model is worth splitting between threads: a
 // norm of one 576-wide row takes a fraction of a microsecond, a hand-off about one.
 inline constexpr std::size_t parallel_row_steps_from = 32;

@@ -10,13 +10,13 @@
 #include <ostream>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "loom/chat/chat_template.hpp"
 #include "loom/core/error.hpp"
+#include "loom/core/thread_pool.hpp"
 #include "loom/generate/generator.hpp"
 #include "loom/generate/text_stream.hpp"
 #include "loom/models/load.hpp"
@@ -37,7 +37,7 @@ struct GenerateCommand {
     std::optional<std::size_t> top_k;
     std::uint64_t seed = 0;
     std::vector<std::string> stop;
-    std::size_t threads = std::max(1u, std::thread::hardware_concurrency());
+    std::size_t threads = default_thread_count();
     OutputFormat format = OutputFormat::text;
     std::string dump_logits;  // file for raw f32 logits, one vocabulary row per step
     bool help = false;

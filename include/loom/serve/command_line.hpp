@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "loom/core/error.hpp"
+#include "loom/core/thread_pool.hpp"
 #include "loom/generate/command_line.hpp"
 #include "loom/models/load.hpp"
 #include "loom/serve/engine.hpp"
@@ -27,7 +28,7 @@ struct ServeCommand {
     std::string alias;  // the model's name in the API; default from --model
     std::string host = "127.0.0.1";
     unsigned short port = 8080;
-    std::size_t threads = std::max(1u, std::thread::hardware_concurrency());
+    std::size_t threads = default_thread_count();
     std::size_t parallel = 4;
     std::size_t context = 0;  // 0: the model's
     std::size_t queue = 64;

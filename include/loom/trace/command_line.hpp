@@ -8,12 +8,12 @@
 #include <optional>
 #include <ostream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "loom/core/error.hpp"
+#include "loom/core/thread_pool.hpp"
 #include "loom/generate/command_line.hpp"
 #include "loom/io/npy.hpp"
 #include "loom/io/safetensors.hpp"
@@ -37,7 +37,7 @@ struct TraceCommand {
     std::string emit;       // folder to write Loom's stages to
     bool json = false;
     std::vector<std::pair<std::string, double>> tolerances;  // stage pattern ('*' wildcard, or "all") = value
-    std::size_t threads = std::max(1u, std::thread::hardware_concurrency());
+    std::size_t threads = default_thread_count();
     bool help = false;
 };
 

@@ -54,7 +54,7 @@ struct TrainCommand {
     TrainingOptions training;                  // steps, batch, schedule, optimizer, ...
     std::size_t eval_every = 0;                // 0: validate only at the end
     std::size_t save_every = 0;                // 0: save only at the end
-    std::size_t threads = std::max(1u, std::thread::hardware_concurrency());
+    std::size_t threads = default_thread_count();
     SaveDtype save_dtype = SaveDtype::original;
     std::filesystem::path log;                 // empty: no step log; else .csv or .jsonl
     bool resume = false;
