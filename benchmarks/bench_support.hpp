@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <loom/core/error.hpp>
+#include <loom/core/thread_pool.hpp>
 #include <loom/generate/command_line.hpp>
 #include <loom/kernels/simd.hpp>
 
@@ -43,7 +44,7 @@ inline std::vector<std::size_t> parse_counts(const std::string& flag, const std:
 
 // The default thread counts: 1, and every core when there are more.
 inline std::vector<std::size_t> one_and_all_cores() {
-    const std::size_t cores = std::thread::hardware_concurrency();
+    const std::size_t cores = loom::default_thread_count();
     if (cores > 1) return {1, cores};
     return {1};
 }

@@ -48,8 +48,7 @@ public:
 
     // history: every token of the sequence so far, the prompt's `prompt_length` first.
     int sample(std::span<const float> logits, std::span<const int> history, std::size_t prompt_length = 0) {
-        const bool penalised = options_.repeat_penalty != 1.0f || options_.presence_penalty != 0.0f ||
-                               options_.frequency_penalty != 0.0f;
+        const bool penalised = penalises_occurrences() || penalises_repeats();
         if (options_.temperature == 0.0f && !penalised) return int(kernels::argmax(logits.data(), logits.size()));
         scores_.assign(logits.begin(), logits.end());
         apply_occurrence_penalties(history.subspan(std::min(prompt_length, history.size())));
@@ -105,9 +104,14 @@ private:
         double probability = 0.0;
     };
 
+    bool penalises_repeats() const noexcept { return options_.repeat_penalty != 1.0f; }
+    bool penalises_occurrences() const noexcept {
+        return options_.presence_penalty != 0.0f || options_.frequency_penalty != 0.0f;
+    }
+
     // Hugging Face / CTRL rule: divide positive logits, multiply negative ones.
     void apply_repeat_penalty(std::span<const int> history) {
-        if (options_.repeat_penalty == 1.0f) return;
+        if (!penalises_repeats()) return;
         seen_.clear();
         for (int id : history) {
             if (id < 0 || std::size_t(id) >= scores_.size() || !seen_.insert(id).second) continue;
@@ -117,7 +121,7 @@ private:
     }
 
     void apply_occurrence_penalties(std::span<const int> generated) {
-        if (options_.presence_penalty == 0.0f && options_.frequency_penalty == 0.0f) return;
+        if (!penalises_occurrences()) return;
         counts_.clear();
         for (int id : generated) {
             if (id >= 0 && std::size_t(id) < scores_.size()) ++counts_[id];
