@@ -482,6 +482,30 @@ TEST_CASE("math: softmax and argmax match the plain loops on infinities, NaN, ti
             INFO("row starting " << row[0] << ", n = " << n);
             CHECK(count_differences(values, expected) == 0);
             CHECK(loom::kernels::argmax(row.data(), n) == scalar_reference::argmax(row.data(), n));
+            CHECK(loom::kernels::all_finite(row.data(), n) ==
+                  std::all_of(row.begin(), row.begin() + n, [](float v) { return std::isfinite(v); }));
+        }
+    }
+}
+
+TEST_CASE("math: all_finite finds one infinity or NaN at any position, in whole registers and the tail",
+          "[math][kernels]") {
+    const float specials[] = {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                              std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::quiet_NaN()};
+    for (std::size_t n = 0; n <= 70; ++n) {
+        // Finite extremes around the special value: their differences are exact zeros.
+        std::vector<float> row(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            row[i] = i % 3 == 0 ? std::numeric_limits<float>::max() : i % 3 == 1 ? -1e-45f : -0.0f;
+        }
+        CHECK(loom::kernels::all_finite(row.data(), n));
+        for (std::size_t at = 0; at < n; ++at) {
+            for (float special : specials) {
+                std::vector<float> with = row;
+                with[at] = special;
+                INFO("n = " << n << ", value " << special << " at " << at);
+                CHECK_FALSE(loom::kernels::all_finite(with.data(), n));
+            }
         }
     }
 }

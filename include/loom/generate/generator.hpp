@@ -4,7 +4,6 @@
 // token limit, or the caller asks to stop.
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstddef>
 #include <functional>
 #include <span>
@@ -14,6 +13,7 @@
 #include "loom/core/error.hpp"
 #include "loom/core/thread_pool.hpp"
 #include "loom/generate/sampler.hpp"
+#include "loom/kernels/ops.hpp"
 #include "loom/models/llama.hpp"
 
 namespace loom::generate {
@@ -58,11 +58,9 @@ struct GenerationResult {
 using TokenCallback = std::function<bool(int token)>;
 
 inline void require_finite(std::span<const float> logits, std::size_t step) {
-    for (float value : logits) {
-        if (!std::isfinite(value)) {
-            throw format_error("the model produced a non-finite logit at generation step " + std::to_string(step) +
-                               " (corrupt or overflowing weights?)");
-        }
+    if (!kernels::all_finite(logits.data(), logits.size())) {
+        throw format_error("the model produced a non-finite logit at generation step " + std::to_string(step) +
+                           " (corrupt or overflowing weights?)");
     }
 }
 

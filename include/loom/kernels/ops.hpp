@@ -124,6 +124,27 @@ inline std::size_t argmax(const float* values, std::size_t n) noexcept {
     return i;
 }
 
+// Whether no value is infinite or NaN: v - v is 0 for a finite v and NaN otherwise, and a
+// NaN stays in the lane's sum. A scan of the logits per generated token, so one register's
+// worth of values per step rather than a branch per value.
+inline bool all_finite(const float* values, std::size_t n) noexcept {
+    simd::Floats nonzero_if_not_finite = simd::broadcast(0.0f);
+    std::size_t i = 0;
+    for (; i + simd::width <= n; i += simd::width) {
+        const simd::Floats v = simd::load(values + i);
+        nonzero_if_not_finite = nonzero_if_not_finite + (v - v);
+    }
+    float lanes[simd::width];
+    simd::store(lanes, nonzero_if_not_finite);
+    for (float lane : lanes) {
+        if (!(lane == 0.0f)) return false;
+    }
+    for (; i < n; ++i) {
+        if (!(values[i] - values[i] == 0.0f)) return false;
+    }
+    return true;
+}
+
 // In-place softmax over n values: values[i] = exp_f32(values[i] - max) / sum(...), the
 // sum in reduce.hpp's fixed order.
 inline void softmax(float* values, std::size_t n) noexcept {
