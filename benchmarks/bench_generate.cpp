@@ -65,13 +65,6 @@ struct Options {
     bool help = false;
 };
 
-loom::DType parse_dtype(const std::string& text) {
-    if (text == "bf16") return loom::DType::bf16;
-    if (text == "f32") return loom::DType::f32;
-    if (text == "f16") return loom::DType::f16;
-    throw loom::argument_error("--dtypes: each must be bf16, f32 or f16, got '" + text + "'");
-}
-
 Options parse_options(int argc, char** argv) {
     using loom::argument_error;
     Options options;
@@ -98,7 +91,7 @@ Options parse_options(int argc, char** argv) {
             for (const auto& preset : options.presets) loom::models::synthetic_preset(preset);  // throws if unknown
         } else if (flag == "--dtypes") {
             options.dtypes = loom_bench::split(flag, value);
-            for (const auto& dtype : options.dtypes) parse_dtype(dtype);
+            for (const auto& dtype : options.dtypes) loom_bench::parse_dtype(flag, dtype);
         } else if (flag == "--threads") {
             options.threads = loom_bench::parse_counts(flag, value, 1);
             for (const std::size_t threads : options.threads) {
@@ -336,7 +329,7 @@ int run(const Options& options, int argc, char** argv) {
     for (const std::string& preset : options.presets) {
         for (const std::string& dtype : options.dtypes) {
             auto spec = loom::models::synthetic_preset(preset);
-            spec.dtype = parse_dtype(dtype);
+            spec.dtype = loom_bench::parse_dtype("--dtypes", dtype);
             const auto folder = options.dir / (preset + "-" + dtype);
             if (!std::filesystem::exists(folder / "model.safetensors")) write_checkpoint(folder, spec);
             const double file_mb = double(std::filesystem::file_size(folder / "model.safetensors")) / 1e6;

@@ -62,9 +62,12 @@ Options parse(int argc, char** argv) {
     return options;
 }
 
-loom::serve::CompletionRequest make_request(const Options& options, std::size_t index, std::size_t new_tokens) {
+// Prompt ids spread over the vocabulary (the first 40001 ids of a large one), different per index.
+loom::serve::CompletionRequest make_request(const Options& options, std::size_t vocab_size, std::size_t index,
+                                            std::size_t new_tokens) {
     loom::serve::CompletionRequest request;
-    for (std::size_t t = 0; t < options.prompt_tokens; ++t) request.prompt.push_back(int((t * 7919 + index * 104729) % 40000 + 1));
+    const std::size_t spread = std::min<std::size_t>(40000, vocab_size - 1);
+    for (std::size_t t = 0; t < options.prompt_tokens; ++t) request.prompt.push_back(int((t * 7919 + index * 104729) % spread + 1));
     request.max_tokens = new_tokens;
     request.sampling.temperature = 0.0f;
     return request;
@@ -80,11 +83,6 @@ loom::generate::Timings finish(loom::serve::Job& job) {
     }
 }
 
-double median(std::vector<double> values) {
-    std::sort(values.begin(), values.end());
-    return values[values.size() / 2];
-}
-
 // One table: every stream count at `threads` model threads.
 void run(const loom::models::LoadedModel& model, const Options& options, std::size_t threads) {
     const std::size_t most_streams = *std::max_element(options.streams.begin(), options.streams.end());
@@ -94,11 +92,12 @@ void run(const loom::models::LoadedModel& model, const Options& options, std::si
     engine_options.slots = most_streams + 1;  // room for the TTFT probe beside the streams
     engine_options.threads = threads;
     loom::serve::Engine engine(model, nullptr, engine_options);
-    finish(*engine.submit(make_request(options, 999, 4)));  // warm-up: page in the weights, size the buffers
+    const std::size_t vocab_size = model.config().vocab_size;
+    finish(*engine.submit(make_request(options, vocab_size, 999, 4)));  // warm-up: page in the weights, size the buffers
 
     std::vector<double> idle_ttft;
-    for (int i = 0; i < 5; ++i) idle_ttft.push_back(finish(*engine.submit(make_request(options, 100 + std::size_t(i), 1))).time_to_first_token_ms);
-    const double idle = median(idle_ttft);
+    for (int i = 0; i < 5; ++i) idle_ttft.push_back(finish(*engine.submit(make_request(options, vocab_size, 100 + std::size_t(i), 1))).time_to_first_token_ms);
+    const double idle = loom_bench::median(idle_ttft);
 
     // Repetitions go round the stream counts (1, 4, 8, 1, 4, 8, ...) rather than one count
     // after another, so a drift of the machine's speed during the run weighs on every count
@@ -112,12 +111,12 @@ void run(const loom::models::LoadedModel& model, const Options& options, std::si
             const auto start = std::chrono::steady_clock::now();
             std::vector<std::shared_ptr<loom::serve::Job>> jobs;
             std::size_t first_tokens = streams;  // sampled from prompt rows, not decode rows
-            for (std::size_t s = 0; s < streams; ++s) jobs.push_back(engine.submit(make_request(options, s, options.new_tokens)));
+            for (std::size_t s = 0; s < streams; ++s) jobs.push_back(engine.submit(make_request(options, vocab_size, s, options.new_tokens)));
             if (streams == most_streams) {
                 // The probes arrive once every stream is decoding.
                 std::this_thread::sleep_for(std::chrono::milliseconds(300));
                 for (int probe = 0; probe < 5; ++probe) {
-                    busy_ttft.push_back(finish(*engine.submit(make_request(options, 200 + std::size_t(probe), 1))).time_to_first_token_ms);
+                    busy_ttft.push_back(finish(*engine.submit(make_request(options, vocab_size, 200 + std::size_t(probe), 1))).time_to_first_token_ms);
                 }
                 first_tokens += 5;
             }
@@ -140,7 +139,7 @@ void run(const loom::models::LoadedModel& model, const Options& options, std::si
         std::printf("| %7zu | %22.1f | %16.1f | %10.2fx | %6.2f |\n", streams, aggregate, aggregate / double(streams),
                     single > 0 ? aggregate / single : 0.0, wall);
     }
-    const double busy = median(busy_ttft);
+    const double busy = loom_bench::median(busy_ttft);
     std::printf("\ntime to first token (%zu-token prompt): idle %.1f ms (median of 5), while %zu streams decode %.1f ms "
                 "(median of %zu, %.2fx)\n",
                 options.prompt_tokens, idle, most_streams, busy, busy_ttft.size(), idle > 0 ? busy / idle : 0.0);

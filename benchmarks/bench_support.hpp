@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include <loom/core/dtype.hpp>
 #include <loom/core/error.hpp>
 #include <loom/core/thread_pool.hpp>
 #include <loom/generate/command_line.hpp>
@@ -42,6 +43,14 @@ inline std::vector<std::size_t> parse_counts(const std::string& flag, const std:
     return counts;
 }
 
+// A stored weight type as the benchmarks spell it.
+inline loom::DType parse_dtype(const std::string& flag, const std::string& text) {
+    if (text == "bf16") return loom::DType::bf16;
+    if (text == "f32") return loom::DType::f32;
+    if (text == "f16") return loom::DType::f16;
+    throw loom::argument_error(flag + ": must be bf16, f32 or f16, got '" + text + "'");
+}
+
 // The default thread counts: 1, and every core when there are more.
 inline std::vector<std::size_t> one_and_all_cores() {
     const std::size_t cores = loom::default_thread_count();
@@ -52,6 +61,13 @@ inline std::vector<std::size_t> one_and_all_cores() {
 // The mean of several timed runs, as llama-bench reports them.
 inline double mean(const std::vector<double>& values) {
     return std::accumulate(values.begin(), values.end(), 0.0) / double(values.size());
+}
+
+// The middle value (the upper of the two middle ones for an even count): one slow run on a
+// shared machine moves it less than the mean.
+inline double median(std::vector<double> values) {
+    std::sort(values.begin(), values.end());
+    return values[values.size() / 2];
 }
 
 inline std::string cpu_model_name() {
