@@ -37,14 +37,7 @@ struct Options {
 
 Options parse(int argc, char** argv) {
     Options options;
-    for (int i = 1; i < argc; ++i) {
-        const std::string flag = argv[i];
-        if (flag == "--help" || flag == "-h") {
-            std::fputs(usage, stdout);
-            std::exit(0);
-        }
-        if (i + 1 >= argc) throw loom::argument_error(flag + " needs a value");
-        const std::string value = argv[++i];
+    loom_bench::read_flags(argc, argv, usage, {}, [&](const std::string& flag, const std::string& value) {
         if (flag == "--preset") {
             loom::models::synthetic_preset(value);  // throws if unknown
             options.preset = value;
@@ -58,9 +51,10 @@ Options parse(int argc, char** argv) {
         } else if (flag == "--passes") {
             options.passes = loom_bench::parse_at_least(flag, value, 1);
         } else {
-            throw loom::argument_error("unknown option '" + flag + "' (see --help)");
+            return false;
         }
-    }
+        return true;
+    });
     return options;
 }
 

@@ -43,22 +43,16 @@ Options parse(int argc, char** argv) {
     using loom_bench::parse_at_least;
     using loom_bench::parse_counts;
     Options options;
-    for (int i = 1; i < argc; ++i) {
-        const std::string flag = argv[i];
-        if (flag == "--help" || flag == "-h") {
-            std::fputs(usage, stdout);
-            std::exit(0);
-        }
-        if (i + 1 >= argc) throw loom::argument_error(flag + " needs a value");
-        const std::string value = argv[++i];
+    loom_bench::read_flags(argc, argv, usage, {}, [&](const std::string& flag, const std::string& value) {
         if (flag == "--threads") options.threads = parse_counts(flag, value, 1);
         else if (flag == "--prompt-tokens") options.prompt_tokens = parse_at_least(flag, value, 1);
         else if (flag == "--new-tokens") options.new_tokens = parse_at_least(flag, value, 2);
         else if (flag == "--preset") options.preset = value;
         else if (flag == "--repetitions") options.repetitions = parse_at_least(flag, value, 1);
         else if (flag == "--streams") options.streams = parse_counts(flag, value, 1);
-        else throw loom::argument_error("unknown option '" + flag + "' (see --help)");
-    }
+        else return false;
+        return true;
+    });
     return options;
 }
 

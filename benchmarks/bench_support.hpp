@@ -3,10 +3,13 @@
 // starts with (the machine and how busy it was).
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <initializer_list>
 #include <numeric>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -30,6 +33,25 @@ inline std::size_t parse_at_least(const std::string& flag, const std::string& te
     const auto value = loom::generate::detail::parse_integer<std::size_t>(flag, text);
     if (value < minimum) throw loom::argument_error(flag + " must be at least " + std::to_string(minimum));
     return value;
+}
+
+// Reads the command line's flags in turn: --help or -h prints `usage` and exits; a flag in
+// `switches` takes no value, every other one the argument after it. on_flag(flag, value)
+// (value empty for a switch) returns whether it knows the flag.
+template <typename OnFlag>
+void read_flags(int argc, char** argv, const char* usage, std::initializer_list<std::string_view> switches,
+                OnFlag&& on_flag) {
+    for (int i = 1; i < argc; ++i) {
+        const std::string flag = argv[i];
+        if (flag == "--help" || flag == "-h") {
+            std::fputs(usage, stdout);
+            std::exit(0);
+        }
+        const bool is_switch = std::find(switches.begin(), switches.end(), flag) != switches.end();
+        if (!is_switch && i + 1 >= argc) throw loom::argument_error(flag + " needs a value (see --help)");
+        const std::string value = is_switch ? std::string() : std::string(argv[++i]);
+        if (!on_flag(flag, value)) throw loom::argument_error("unknown option '" + flag + "' (see --help)");
+    }
 }
 
 // A comma-separated list of whole numbers, each at least `minimum`, in the order given; a

@@ -54,19 +54,10 @@ struct Options {
 Options parse(int argc, char** argv) {
     Options options;
     options.threads = loom_bench::one_and_all_cores();
-    for (int i = 1; i < argc; ++i) {
-        const std::string flag = argv[i];
-        if (flag == "--help" || flag == "-h") {
-            std::fputs(usage, stdout);
-            std::exit(0);
-        }
-        if (flag == "--recompute" || flag == "--pytorch") {
-            (flag == "--recompute" ? options.recompute : options.pytorch) = true;
-            continue;
-        }
-        if (i + 1 >= argc) throw loom::argument_error(flag + " needs a value (see --help)");
-        const std::string value = argv[++i];
-        if (flag == "--preset") options.preset = value;
+    loom_bench::read_flags(argc, argv, usage, {"--recompute", "--pytorch"}, [&](const std::string& flag, const std::string& value) {
+        if (flag == "--recompute") options.recompute = true;
+        else if (flag == "--pytorch") options.pytorch = true;
+        else if (flag == "--preset") options.preset = value;
         else if (flag == "--layers") options.layers = loom_bench::parse_at_least(flag, value, 1);
         else if (flag == "--batch") options.batch = loom_bench::parse_at_least(flag, value, 1);
         else if (flag == "--seq-len") options.sequence_length = loom_bench::parse_at_least(flag, value, 2);
@@ -75,8 +66,9 @@ Options parse(int argc, char** argv) {
         else if (flag == "--dtype") {
             if (value != "bf16" && value != "f32") throw loom::argument_error("--dtype must be bf16 or f32");
             options.dtype = value == "bf16" ? loom::DType::bf16 : loom::DType::f32;
-        } else throw loom::argument_error("unknown option '" + flag + "' (see --help)");
-    }
+        } else return false;
+        return true;
+    });
     return options;
 }
 
