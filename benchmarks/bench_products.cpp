@@ -29,7 +29,7 @@ constexpr const char* usage =
 
 struct Options {
     std::string preset = "smollm2-135m";
-    std::string dtype = "bf16";
+    loom::DType dtype = loom::DType::bf16;
     std::vector<std::size_t> rows = {1, 2, 4, 8, 16};
     std::vector<std::size_t> threads = loom_bench::one_and_all_cores();
     std::size_t passes = 15;
@@ -42,8 +42,7 @@ Options parse(int argc, char** argv) {
             loom::models::synthetic_preset(value);  // throws if unknown
             options.preset = value;
         } else if (flag == "--dtype") {
-            loom_bench::parse_dtype(flag, value);  // throws if unknown
-            options.dtype = value;
+            options.dtype = loom_bench::parse_dtype(flag, value);
         } else if (flag == "--rows") {
             options.rows = loom_bench::parse_counts(flag, value, 1);
         } else if (flag == "--threads") {
@@ -58,50 +57,54 @@ Options parse(int argc, char** argv) {
     return options;
 }
 
-// The weight matrices in the order a decode step multiplies with them.
-std::vector<const loom::TensorView*> weights_in_step_order(const loom::io::TensorStore& store,
-                                                           const loom::models::SyntheticModelSpec& spec) {
+// One pass: the weight matrices in the order a decode step multiplies with them, and their sizes.
+struct Pass {
     std::vector<const loom::TensorView*> weights;
+    std::size_t widest_in = 0, widest_out = 0;
+    double weights_per_row = 0.0;  // multiply-adds per input row
+    double weight_bytes = 0.0;
+};
+
+Pass decode_step_pass(const loom::io::TensorStore& store, const loom::models::SyntheticModelSpec& spec) {
+    Pass pass;
     for (std::size_t layer = 0; layer < spec.num_hidden_layers; ++layer) {
         for (const char* projection : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                                        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}) {
-            weights.push_back(&store.get("model.layers." + std::to_string(layer) + "." + projection + ".weight"));
+            pass.weights.push_back(&store.get("model.layers." + std::to_string(layer) + "." + projection + ".weight"));
         }
     }
-    weights.push_back(&store.get(spec.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"));
-    return weights;
+    pass.weights.push_back(&store.get(spec.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"));
+    for (const loom::TensorView* weight : pass.weights) {
+        pass.widest_out = std::max(pass.widest_out, weight->shape[0]);
+        pass.widest_in = std::max(pass.widest_in, weight->shape[1]);
+        pass.weights_per_row += double(weight->shape[0]) * double(weight->shape[1]);
+        pass.weight_bytes += double(weight->nbytes());
+    }
+    return pass;
 }
 
-void run(const std::vector<const loom::TensorView*>& weights, const Options& options, std::size_t threads) {
-    std::size_t widest_in = 0, widest_out = 0;
-    double weights_per_row = 0.0, weight_bytes = 0.0;
-    for (const loom::TensorView* weight : weights) {
-        widest_out = std::max(widest_out, weight->shape[0]);
-        widest_in = std::max(widest_in, weight->shape[1]);
-        weights_per_row += double(weight->shape[0]) * double(weight->shape[1]);
-        weight_bytes += double(weight->nbytes());
-    }
+void run(const Pass& step, const Options& options, std::size_t threads) {
     const std::size_t most_rows = *std::max_element(options.rows.begin(), options.rows.end());
-    loom::AlignedVector<float> x(most_rows * widest_in), out(most_rows * widest_out);
+    loom::AlignedVector<float> x(most_rows * step.widest_in), out(most_rows * step.widest_out);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] = float((i * 7919) % 1000) * 1e-3f - 0.5f;
 
     loom::ThreadPool pool(threads);
-    auto pass = [&](std::size_t rows) {
+    auto time_pass = [&](std::size_t rows) {
         const auto start = std::chrono::steady_clock::now();
-        for (const loom::TensorView* weight : weights) loom::kernels::matmul(x.data(), rows, *weight, nullptr, out.data(), pool);
+        for (const loom::TensorView* weight : step.weights) loom::kernels::matmul(x.data(), rows, *weight, nullptr, out.data(), pool);
         return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     };
-    for (const std::size_t rows : options.rows) pass(rows);  // warm-up: page in, size the buffers
+    for (const std::size_t rows : options.rows) time_pass(rows);  // warm-up: page in, size the buffers
 
     // Passes go round the row counts, so a drift of the machine's speed weighs on all alike.
     std::vector<std::vector<double>> seconds(options.rows.size());
     for (std::size_t p = 0; p < options.passes; ++p) {
-        for (std::size_t i = 0; i < options.rows.size(); ++i) seconds[i].push_back(pass(options.rows[i]));
+        for (std::size_t i = 0; i < options.rows.size(); ++i) seconds[i].push_back(time_pass(options.rows[i]));
     }
     for (std::size_t i = 0; i < options.rows.size(); ++i) {
         const double median = loom_bench::median(seconds[i]);
         std::printf("| %4zu | %7zu | %6.1f | %11.1f | %11.3f |\n", options.rows[i], threads,
-                    weights_per_row * double(options.rows[i]) / median / 1e9, weight_bytes / median / 1e9, median * 1e3);
+                    step.weights_per_row * double(options.rows[i]) / median / 1e9, step.weight_bytes / median / 1e9, median * 1e3);
     }
 }
 
@@ -111,19 +114,17 @@ int main(int argc, char** argv) {
     try {
         const Options options = parse(argc, argv);
         auto spec = loom::models::synthetic_preset(options.preset);
-        spec.dtype = loom_bench::parse_dtype("--dtype", options.dtype);
+        spec.dtype = options.dtype;
         const auto store = loom::models::synthetic_store(spec, options.preset);
-        const auto weights = weights_in_step_order(store, spec);
+        const Pass step = decode_step_pass(store, spec);
 
         loom_bench::print_machine();
-        double weight_bytes = 0.0;
-        for (const loom::TensorView* weight : weights) weight_bytes += double(weight->nbytes());
         std::printf("weights: %s shape, %s, %zu matrices, %.1f MB read per pass; median of %zu passes\n\n",
-                    options.preset.c_str(), options.dtype.c_str(), weights.size(),
-                    weight_bytes / 1e6, options.passes);
+                    options.preset.c_str(), std::string(loom::dtype_name(options.dtype)).c_str(), step.weights.size(),
+                    step.weight_bytes / 1e6, options.passes);
         std::printf("| rows | threads | GMAC/s | weight GB/s | ms per pass |\n");
         std::printf("|-----:|--------:|-------:|------------:|------------:|\n");
-        for (const std::size_t threads : options.threads) run(weights, options, threads);
+        for (const std::size_t threads : options.threads) run(step, options, threads);
         std::printf("\nweight GB/s: the weight bytes of one pass over its time; a decode step reads each weight "
                     "once, so at 1 row this is the bandwidth the products reach\n");
         return 0;
