@@ -108,6 +108,7 @@ LOOM_ALWAYS_INLINE void score_blocks(const float* queries, std::size_t query_str
             const float* line = first + (b * head_dim + d) * reduction_lanes;
             simd::prefetch(reinterpret_cast<const std::byte*>(line) + key_prefetch_distance);
             key[b] = simd::load16(line);
+            LOOM_UNROLL for (auto& part : key[b].part) simd::hold_in_register(part);
         }
         LOOM_UNROLL for (std::size_t h = 0; h < Heads; ++h) {
             const simd::Floats q = simd::broadcast(queries[h * query_stride + d]);
@@ -167,6 +168,7 @@ LOOM_ALWAYS_INLINE void weighted_values_block(const float* weights, std::size_t 
             const float* part = values + k * stride + v * simd::width;
             if ((v * simd::width) % 16 == 0) simd::prefetch(part + value_prefetch_rows * stride);
             value[v] = simd::load(part);
+            simd::hold_in_register(value[v]);
         }
         LOOM_UNROLL for (std::size_t h = 0; h < Heads; ++h) {
             const simd::Floats weight = simd::broadcast(weights[h * weights_stride + k]);

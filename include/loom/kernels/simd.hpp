@@ -96,6 +96,23 @@ inline bool any_equal(const Floats& v, float value) noexcept { return v == value
 inline const char* target_name() noexcept { return "scalar"; }
 #endif
 
+// Keeps a loaded register as it is. A value loaded once and used by several products may
+// otherwise have its load folded into each of them, one load per use, and a loop that was
+// meant to wait on its arithmetic then waits on the load ports. Changes no result.
+LOOM_ALWAYS_INLINE void hold_in_register([[maybe_unused]] Floats& value) noexcept {
+#if defined(__GNUC__) && (defined(LOOM_SIMD_X86_512) || defined(LOOM_SIMD_X86_256) || defined(LOOM_SIMD_X86_128))
+#if defined(LOOM_SIMD_X86_512)
+    __m512 raw = value;
+#elif defined(LOOM_SIMD_X86_256)
+    __m256 raw = value;
+#else
+    __m128 raw = value;
+#endif
+    asm("" : "+v"(raw));
+    value = raw;
+#endif
+}
+
 // K registers that element-wise code treats as one value, operation by operation over
 // the registers in turn. For loops whose steps are long chains of dependent operations
 // (exp): the K chains are independent, and written side by side the core overlaps them
