@@ -91,7 +91,7 @@ Options parse_options(int argc, char** argv) {
             for (const auto& preset : options.presets) loom::models::synthetic_preset(preset);  // throws if unknown
         } else if (flag == "--dtypes") {
             options.dtypes = loom_bench::split(flag, value);
-            for (const auto& dtype : options.dtypes) loom_bench::parse_dtype(flag, dtype);
+            for (const auto& dtype : options.dtypes) loom::generate::detail::parse_weight_dtype(flag, dtype);
         } else if (flag == "--threads") {
             options.threads = loom_bench::parse_counts(flag, value, 1);
             for (const std::size_t threads : options.threads) {
@@ -329,7 +329,7 @@ int run(const Options& options, int argc, char** argv) {
     for (const std::string& preset : options.presets) {
         for (const std::string& dtype : options.dtypes) {
             auto spec = loom::models::synthetic_preset(preset);
-            spec.dtype = loom_bench::parse_dtype("--dtypes", dtype);
+            spec.dtype = loom::generate::detail::parse_weight_dtype("--dtypes", dtype);
             const auto folder = options.dir / (preset + "-" + dtype);
             if (!std::filesystem::exists(folder / "model.safetensors")) write_checkpoint(folder, spec);
             const double file_mb = double(std::filesystem::file_size(folder / "model.safetensors")) / 1e6;

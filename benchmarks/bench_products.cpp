@@ -42,7 +42,7 @@ Options parse(int argc, char** argv) {
             loom::models::synthetic_preset(value);  // throws if unknown
             options.preset = value;
         } else if (flag == "--dtype") {
-            options.dtype = loom_bench::parse_dtype(flag, value);
+            options.dtype = loom::generate::detail::parse_weight_dtype(flag, value);
         } else if (flag == "--rows") {
             options.rows = loom_bench::parse_counts(flag, value, 1);
         } else if (flag == "--threads") {

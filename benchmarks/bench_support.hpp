@@ -13,7 +13,6 @@
 #include <thread>
 #include <vector>
 
-#include <loom/core/dtype.hpp>
 #include <loom/core/error.hpp>
 #include <loom/core/thread_pool.hpp>
 #include <loom/generate/command_line.hpp>
@@ -63,14 +62,6 @@ inline std::vector<std::size_t> parse_counts(const std::string& flag, const std:
         if (std::find(counts.begin(), counts.end(), count) == counts.end()) counts.push_back(count);
     }
     return counts;
-}
-
-// A stored weight type as the benchmarks spell it.
-inline loom::DType parse_dtype(const std::string& flag, const std::string& text) {
-    if (text == "bf16") return loom::DType::bf16;
-    if (text == "f32") return loom::DType::f32;
-    if (text == "f16") return loom::DType::f16;
-    throw loom::argument_error(flag + ": must be bf16, f32 or f16, got '" + text + "'");
 }
 
 // The default thread counts: 1, and every core when there are more.

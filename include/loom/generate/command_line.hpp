@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "loom/chat/chat_template.hpp"
+#include "loom/core/dtype.hpp"
 #include "loom/core/error.hpp"
 #include "loom/core/thread_pool.hpp"
 #include "loom/generate/generator.hpp"
@@ -86,6 +87,14 @@ inline float parse_float(std::string_view flag, std::string_view text) {
         throw argument_error(std::string(flag) + ": expected a number, got '" + copy + "'");
     }
     return value;
+}
+
+// A stored weight type as the command lines spell it.
+inline DType parse_weight_dtype(std::string_view flag, std::string_view text) {
+    if (text == "f32") return DType::f32;
+    if (text == "bf16") return DType::bf16;
+    if (text == "f16") return DType::f16;
+    throw argument_error(std::string(flag) + ": must be f32, bf16 or f16, got '" + std::string(text) + "'");
 }
 
 inline std::vector<int> parse_id_list(std::string_view text) {

@@ -43,12 +43,8 @@ inline int run_make_model(const std::vector<std::string>& arguments, std::ostrea
             else if (flag == "--seed") seed = generate::detail::parse_integer<std::uint64_t>(flag, value);
             else if (flag == "--layers") layers = generate::detail::parse_integer<std::size_t>(flag, value);
             else if (flag == "--shard-bytes") shard_bytes = generate::detail::parse_integer<std::size_t>(flag, value);
-            else if (flag == "--dtype") {
-                if (value == "f32") dtype = DType::f32;
-                else if (value == "bf16") dtype = DType::bf16;
-                else if (value == "f16") dtype = DType::f16;
-                else throw argument_error("--dtype must be f32, bf16 or f16, got '" + value + "'");
-            } else throw argument_error("unknown option '" + flag + "' (see --help)");
+            else if (flag == "--dtype") dtype = generate::detail::parse_weight_dtype(flag, value);
+            else throw argument_error("unknown option '" + flag + "' (see --help)");
         }
         if (preset.empty() || folder.empty()) throw argument_error("--preset and --out are required (see --help)");
         SyntheticModelSpec spec = synthetic_preset(preset);
