@@ -2,7 +2,8 @@
 // (SmolLM2-135M, Qwen2.5-0.5B) with synthetic weights, set against the machine's memory
 // bandwidth (decode streams every weight once per token, so bandwidth bounds it) and,
 // with --pytorch, against plain PyTorch (benchmarks/bench_pytorch.py) on the same
-// checkpoints. Checkpoints are written once into --dir and memory-mapped. See --help.
+// checkpoints. Checkpoints are written once into --dir and read into memory as loom_generate
+// reads them (or mapped, --mmap). See --help.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,7 +33,8 @@ namespace {
 
 constexpr const char* usage =
     "usage: loom_bench_generate [--prompt-tokens N] [--new-tokens N] [--repetitions N] [--presets a,b]\n"
-    "                           [--dtypes a,b] [--threads a,b] [--dir DIR] [--bandwidth-mib N] [--pytorch]\n"
+    "                           [--dtypes a,b] [--threads a,b] [--dir DIR] [--bandwidth-mib N] [--mmap]\n"
+    "                           [--pytorch]\n"
     "\n"
     "  --prompt-tokens  prompt length; prefill speed and TTFT are measured on it (default 128)\n"
     "  --new-tokens     greedy tokens generated after the prompt, at least 2 (default 128)\n"
@@ -44,6 +46,7 @@ constexpr const char* usage =
     "  --dir            where the synthetic checkpoints are written once and reused\n"
     "                   (default: $TMPDIR/loom-bench-models)\n"
     "  --bandwidth-mib  buffer for the memory read-bandwidth measurement (default 512)\n"
+    "  --mmap           map the checkpoints instead of reading them into memory (loom_generate --mmap)\n"
     "  --pytorch        also run benchmarks/bench_pytorch.py (plain PyTorch, /usr/bin/python3)\n"
     "                   on the same checkpoints, prompt and thread counts\n";
 
@@ -62,6 +65,7 @@ struct Options {
     std::filesystem::path dir = std::filesystem::temp_directory_path() / "loom-bench-models";
     std::size_t bandwidth_mib = 512;
     bool pytorch = false;
+    loom::FileAccess weights = loom::FileAccess::read;
     bool help = false;
 };
 
@@ -76,6 +80,10 @@ Options parse_options(int argc, char** argv) {
         }
         if (flag == "--pytorch") {
             options.pytorch = true;
+            continue;
+        }
+        if (flag == "--mmap") {
+            options.weights = loom::FileAccess::map;
             continue;
         }
         if (flag.rfind("--", 0) != 0) throw argument_error("unexpected argument '" + flag + "' (see --help)");
@@ -214,11 +222,11 @@ struct LoomRun {
     double peak_rss_mib = 0.0;  // from loading to the last token
 };
 
-LoomRun run_loom(const std::filesystem::path& folder, const std::vector<int>& prompt, std::size_t new_tokens,
-                 std::size_t threads, std::size_t repetitions) {
+LoomRun run_loom(const std::filesystem::path& folder, loom::FileAccess weights, const std::vector<int>& prompt,
+                 std::size_t new_tokens, std::size_t threads, std::size_t repetitions) {
     LoomRun run;
     loom_bench::reset_peak_rss();
-    const auto model = loom::models::load_model(folder.string());
+    const auto model = loom::models::load_model(folder.string(), weights);
     run.weight_bytes_per_token = weight_bytes_per_token(model.network->weights());
     loom::ThreadPool pool(threads);
     loom::generate::GenerateOptions options;
@@ -306,8 +314,9 @@ int run(const Options& options, int argc, char** argv) {
     loom_bench::print_machine();
     std::printf("Loom: %s, %s build\n", compiler_name(), LOOM_BUILD_CONFIG);
     std::printf("workload: %zu-token prompt, then %zu greedy tokens; one warm-up run, then the mean of %zu timed runs; "
-                "synthetic checkpoints in %s, memory-mapped\n",
-                options.prompt_tokens, options.new_tokens, options.repetitions, options.dir.c_str());
+                "synthetic checkpoints in %s, %s\n",
+                options.prompt_tokens, options.new_tokens, options.repetitions, options.dir.c_str(),
+                options.weights == loom::FileAccess::map ? "memory-mapped" : "read into memory");
     std::fflush(stdout);
 
     for (const std::size_t threads : options.threads) {
@@ -340,7 +349,7 @@ int run(const Options& options, int argc, char** argv) {
                 // The machine's bandwidth drifts (by a third within a minute on a shared VM), so
                 // each row's bound comes from reads just before and just after its runs.
                 const double bandwidth_before = measure_bandwidth(options.bandwidth_mib, threads).fastest();
-                const LoomRun loom_run = run_loom(folder, prompt, options.new_tokens, threads, options.repetitions);
+                const LoomRun loom_run = run_loom(folder, options.weights, prompt, options.new_tokens, threads, options.repetitions);
                 const double bandwidth = std::max(bandwidth_before, measure_bandwidth(options.bandwidth_mib, threads).fastest());
                 const double prefill = loom_bench::mean(loom_run.prefill_tokens_per_second);
                 const double decode = loom_bench::mean(loom_run.decode_tokens_per_second);

@@ -85,13 +85,13 @@ TEST_CASE("model: a bf16 checkpoint stays bf16 in memory, viewed straight from t
     const auto model = loom::models::load_model(folder.path().string());
     const auto& store = model.network->weights();
     const auto file_size = std::filesystem::file_size(folder / "model.safetensors");
-    CHECK(store.mapped_bytes() == file_size);
+    CHECK(store.backing_bytes() == file_size);
     std::size_t weight_bytes = 0;
     for (const auto& name : store.names()) {
         CHECK(store.get(name).dtype == loom::DType::bf16);
         weight_bytes += store.get(name).nbytes();
     }
-    CHECK(weight_bytes <= file_size);  // the mapped file holds every weight: no f32 copy was made
+    CHECK(weight_bytes <= file_size);  // the file image holds every weight: no f32 copy was made
 }
 
 TEST_CASE("model: sharded checkpoints and Hugging Face cache ids load the same model", "[model][io]") {
@@ -117,6 +117,8 @@ TEST_CASE("model: sharded checkpoints and Hugging Face cache ids load the same m
     const auto prompt = long_prompt(spec.vocab_size, 9);
     const auto expected = all_logits(*loom::models::load_model((folder / "single").string()).network, prompt, 9, 2);
     CHECK(same_bits(all_logits(*loom::models::load_model((folder / "sharded").string()).network, prompt, 9, 2), expected));
+    const auto mapped = loom::models::load_model((folder / "sharded").string(), loom::FileAccess::map);
+    CHECK(same_bits(all_logits(*mapped.network, prompt, 9, 2), expected));
     CHECK(same_bits(all_logits(*cached.network, prompt, 9, 2), expected));
 }
 

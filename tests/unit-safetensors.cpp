@@ -1,9 +1,10 @@
-// Tests of loom/io/safetensors.hpp: exact round trips, zero-copy reading, sharding, one
-// test per validation rule (right exception type, message naming file/tensor/offset), and
-// a cross-check against torch's own byte layout and rounding.
+// Tests of loom/io/safetensors.hpp and loom/core/file_image.hpp: exact round trips,
+// zero-copy views, sharding, one test per validation rule (right exception type, message
+// naming file/tensor/offset), and a cross-check against torch's own byte layout and rounding.
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -235,7 +236,7 @@ TEST_CASE("safetensors: round trip through a file, a caller buffer and owned byt
     SECTION("file") {
         const TensorStore store = TensorStore::open(path);
         check_sample(store);
-        CHECK(store.mapped_bytes() == fs::file_size(path));
+        CHECK(store.backing_bytes() == fs::file_size(path));
         CHECK(store.source_of("as_f16") == path.string());
     }
     SECTION("folder holding model.safetensors") {
@@ -249,14 +250,14 @@ TEST_CASE("safetensors: round trip through a file, a caller buffer and owned byt
         const TensorView& view = store.get("model.layers.0.weight");
         CHECK(view.data > bytes.data());
         CHECK(view.data + view.nbytes() <= bytes.data() + bytes.size());
-        CHECK(store.mapped_bytes() == bytes.size());
+        CHECK(store.backing_bytes() == bytes.size());
         CHECK(store.source_of("as_f16") == "embedded");
     }
     SECTION("owned bytes, still valid after the store moves") {
         TensorStore original = TensorStore::from_bytes(bytes, "owned");
         const TensorStore store = std::move(original);
         check_sample(store);
-        CHECK(store.mapped_bytes() == bytes.size());
+        CHECK(store.backing_bytes() == bytes.size());
     }
 }
 
@@ -287,25 +288,13 @@ TEST_CASE("safetensors: f32 NaN and subnormals survive, empty checkpoint is vali
     CHECK(nothing.metadata().empty());
 }
 
-TEST_CASE("safetensors: a bf16 tensor is a view into the mapped file") {
-    ScratchFolder folder("safetensors");
-    const fs::path path = folder / "mapped.safetensors";
-    std::vector<float> values(1000);
-    for (std::size_t i = 0; i < values.size(); ++i) values[i] = float(i % 256) * 0.25f;  // exact in bf16
-    loom::io::write_safetensors(path, {{"weight", DType::bf16, {10, 100}, values}});
-    const TensorStore store = TensorStore::open(path);
-    const TensorView& view = store.get("weight");
-    CHECK(view.dtype == DType::bf16);
-    CHECK(view.nbytes() == 2000);
-    CHECK(store.mapped_bytes() == fs::file_size(path));
-    CHECK(view.at(999) == 57.75f);
 #if defined(__linux__)
-    // The view's address must lie in a mapping of this very file, i.e. no copy was made.
-    const auto address = reinterpret_cast<std::uintptr_t>(view.data);
+// Whether [address, address + bytes) lies in a mapping of `path` according to /proc/self/maps.
+bool inside_mapping_of(const fs::path& path, const std::byte* address, std::size_t bytes) {
+    const auto begin_of_view = reinterpret_cast<std::uintptr_t>(address);
     const std::string target = fs::canonical(path).string();
     std::ifstream maps("/proc/self/maps");
     std::string line;
-    bool inside_file_mapping = false;
     while (std::getline(maps, line)) {
         std::istringstream fields(line);
         std::string range, permissions, offset, device, inode, file;
@@ -314,10 +303,64 @@ TEST_CASE("safetensors: a bf16 tensor is a view into the mapped file") {
         const auto dash = range.find('-');
         const std::uintptr_t begin = std::stoull(range.substr(0, dash), nullptr, 16);
         const std::uintptr_t end = std::stoull(range.substr(dash + 1), nullptr, 16);
-        if (file == target && address >= begin && address + view.nbytes() <= end) inside_file_mapping = true;
+        if (file == target && begin_of_view >= begin && begin_of_view + bytes <= end) return true;
     }
-    CHECK(inside_file_mapping);
+    return false;
+}
 #endif
+
+TEST_CASE("safetensors: a bf16 tensor is a view into the file's one image, read or mapped") {
+    ScratchFolder folder("safetensors");
+    const fs::path path = folder / "weights.safetensors";
+    std::vector<float> values(1000);
+    for (std::size_t i = 0; i < values.size(); ++i) values[i] = float(i % 256) * 0.25f;  // exact in bf16
+    loom::io::write_safetensors(path, {{"weight", DType::bf16, {10, 100}, values}});
+    const bool mapped = GENERATE(false, true);
+    CAPTURE(mapped);
+    const TensorStore store = TensorStore::open(path, mapped ? loom::FileAccess::map : loom::FileAccess::read);
+    const TensorView& view = store.get("weight");
+    CHECK(view.dtype == DType::bf16);
+    CHECK(view.nbytes() == 2000);
+    CHECK(store.backing_bytes() == fs::file_size(path));
+    CHECK(view.at(999) == 57.75f);
+#if defined(__linux__)
+    // Mapped: the view's address lies in a mapping of this very file, so no copy was made.
+    // Read: it lies in the process's own memory, which no later change to the file reaches.
+    CHECK(inside_mapping_of(path, view.data, view.nbytes()) == mapped);
+    if (!mapped) {
+        fs::resize_file(path, 0);  // a mapped view would now raise SIGBUS on access
+        CHECK(view.at(999) == 57.75f);
+    }
+#endif
+}
+
+TEST_CASE("file image: reading and mapping give the same bytes; bad paths are named") {
+    ScratchFolder folder("file-image");
+    std::vector<std::byte> bytes(3 * (std::size_t(1) << 20) + 7);  // over a 2 MiB page, not a multiple of it
+    for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = std::byte((i * 7919) >> 3);
+    write_bytes(folder / "data.bin", bytes);
+    const loom::FileImage read(folder / "data.bin", loom::FileAccess::read);
+    const loom::FileImage mapped(folder / "data.bin", loom::FileAccess::map);
+    REQUIRE(read.size() == bytes.size());
+    REQUIRE(mapped.size() == bytes.size());
+    CHECK(std::memcmp(read.data(), bytes.data(), bytes.size()) == 0);
+    CHECK(std::memcmp(mapped.data(), bytes.data(), bytes.size()) == 0);
+    // Read images start on a 2 MiB boundary, where the kernel can use huge pages.
+    CHECK(reinterpret_cast<std::uintptr_t>(read.data()) % (std::size_t(2) << 20) == 0);
+
+    loom::FileImage original(folder / "data.bin");
+    const loom::FileImage moved = std::move(original);
+    CHECK(original.size() == 0);
+    CHECK(std::memcmp(moved.data(), bytes.data(), bytes.size()) == 0);
+
+    write_bytes(folder / "empty.bin", {});
+    for (const auto access : {loom::FileAccess::read, loom::FileAccess::map}) {
+        CHECK(loom::FileImage(folder / "empty.bin", access).size() == 0);
+        CHECK_THAT(message_of<loom::not_found_error>([&] { loom::FileImage(folder / "absent.bin", access); }),
+                   Contains((folder / "absent.bin").string()));
+        CHECK_THAT(message_of<loom::not_found_error>([&] { loom::FileImage(folder.path(), access); }),
+                   Contains("is a directory"));
+    }
 }
 
 TEST_CASE("safetensors: sharded write and read round trip") {
@@ -354,7 +397,7 @@ TEST_CASE("safetensors: sharded write and read round trip") {
         CHECK(store.metadata().at("format") == "pt");
         std::size_t total_files = 0;
         for (const std::string& file : shard_files) total_files += fs::file_size(folder / file);
-        CHECK(store.mapped_bytes() == total_files);
+        CHECK(store.backing_bytes() == total_files);
         for (const TensorToWrite& tensor : tensors) {
             const TensorView& view = store.get(tensor.name);
             CHECK(view.dtype == tensor.dtype);

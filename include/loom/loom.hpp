@@ -8,7 +8,7 @@
 #include "loom/core/config.hpp"
 #include "loom/core/dtype.hpp"
 #include "loom/core/error.hpp"
-#include "loom/core/mapped_file.hpp"
+#include "loom/core/file_image.hpp"
 #include "loom/core/random.hpp"
 #include "loom/core/tensor.hpp"
 #include "loom/core/thread_pool.hpp"

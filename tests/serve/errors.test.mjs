@@ -152,7 +152,7 @@ for (const signal of ['SIGTERM', 'SIGINT']) {
 test('--help lists the flags; bad flags and an unusable port are clear errors', async () => {
   const help = spawnSync(binary, ['--help'], { encoding: 'utf8' });
   assert.equal(help.status, 0);
-  for (const flag of ['--model', '--host', '--port', '--threads', '--parallel', '--ctx-size', '--api-key', '--cors-origin']) {
+  for (const flag of ['--model', '--host', '--port', '--threads', '--parallel', '--ctx-size', '--api-key', '--cors-origin', '--mmap']) {
     assert.match(help.stdout, new RegExp(flag));
   }
   const unknown = spawnSync(binary, ['--bogus', '1'], { encoding: 'utf8' });
@@ -172,4 +172,19 @@ test('--help lists the flags; bad flags and an unusable port are clear errors', 
   } finally {
     assert.equal(await server.stop(), 0);
   }
+});
+
+test('--mmap maps the weights instead of reading them and serves the same greedy text', async () => {
+  const complete = async (args) => {
+    let text;
+    await withServer(args, async (server) => {
+      const response = await postJson(`${server.url}/v1/completions`, { prompt: 'Once upon a time', max_tokens: 12, temperature: 0 });
+      assert.equal(response.status, 200);
+      text = (await response.json()).choices[0].text;
+    });
+    return text;
+  };
+  const read = await complete([]);
+  assert.ok(read.length > 0);
+  assert.equal(await complete(['--mmap']), read);
 });

@@ -41,6 +41,7 @@ struct GenerateCommand {
     std::size_t threads = default_thread_count();
     OutputFormat format = OutputFormat::text;
     std::string dump_logits;  // file for raw f32 logits, one vocabulary row per step
+    FileAccess weights = FileAccess::read;
     bool help = false;
 };
 
@@ -49,7 +50,7 @@ inline const char* generate_usage() {
            "                     [--max-tokens N]\n"
            "                     [--temperature T] [--top-k K] [--top-p P] [--min-p M] [--repeat-penalty R]\n"
            "                     [--seed S] [--stop STR] [--threads N] [--format text|ids|json]\n"
-           "                     [--dump-logits FILE]\n"
+           "                     [--dump-logits FILE] [--mmap]\n"
            "\n"
            "  --model        a model folder (config.json, model.safetensors) or an Org/Name id in the\n"
            "                 Hugging Face cache; without it, a small built-in model with synthetic weights\n"
@@ -64,7 +65,9 @@ inline const char* generate_usage() {
            "  --stop         stop before the generated text would contain STR (repeatable)\n"
            "  --threads      worker threads (default: all cores); results do not depend on it\n"
            "  --format       text (stream as generated), ids, or json (one object at the end)\n"
-           "  --dump-logits  write each step's logits (little-endian f32, vocabulary-sized rows)\n";
+           "  --dump-logits  write each step's logits (little-endian f32, vocabulary-sized rows)\n"
+           "  --mmap         map the weight files instead of reading them into memory: starts at once and\n"
+           "                 shares the page cache, but decoding may be less steady (docs/performance.md)\n";
 }
 
 namespace detail {
@@ -127,6 +130,10 @@ inline GenerateCommand parse_generate_arguments(const std::vector<std::string>& 
         }
         if (flag == "--chat") {
             command.chat = true;
+            continue;
+        }
+        if (flag == "--mmap") {
+            command.weights = FileAccess::map;
             continue;
         }
         if (flag.rfind("--", 0) != 0) throw argument_error("unexpected argument '" + flag + "'");
@@ -199,7 +206,8 @@ inline int run_generate(const std::vector<std::string>& arguments, std::ostream&
             out << generate_usage();
             return 0;
         }
-        models::LoadedModel model = command.model.empty() ? models::load_default_model() : models::load_model(command.model);
+        models::LoadedModel model =
+            command.model.empty() ? models::load_default_model() : models::load_model(command.model, command.weights);
         std::unique_ptr<tokenizer::Tokenizer> text_tokenizer;
         if (!model.folder.empty() && tokenizer::has_tokenizer(model.folder)) text_tokenizer = tokenizer::load_tokenizer(model.folder);
         if (!text_tokenizer && (command.prompt || !command.stop.empty())) {

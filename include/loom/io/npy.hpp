@@ -12,7 +12,7 @@
 
 #include "loom/core/dtype.hpp"
 #include "loom/core/error.hpp"
-#include "loom/core/mapped_file.hpp"
+#include "loom/core/file_image.hpp"
 #include "loom/core/tensor.hpp"
 
 namespace loom::io {
@@ -147,7 +147,7 @@ inline NpyArray parse_npy(const std::byte* bytes, std::size_t size, const std::s
 }
 
 inline NpyArray read_npy(const std::filesystem::path& path) {
-    const MappedFile file(path);
+    const FileImage file(path);
     return parse_npy(file.data(), file.size(), path.string());
 }
 

@@ -2,8 +2,9 @@
 // Reading and writing safetensors checkpoints, single-file or sharded the way Hugging Face
 // shards them (model-0000i-of-0000N.safetensors plus model.safetensors.index.json).
 //
-// Reading never copies tensor bytes: a TensorView points into the memory-mapped file (or
-// the caller's buffer), so a multi-gigabyte bf16 checkpoint costs page cache, not heap.
+// Each file is read into memory once (or memory-mapped, FileAccess::map) and tensors are
+// never copied after that: a TensorView points into the file's image (or the caller's
+// buffer), so a bf16 checkpoint costs its file size and no conversion.
 // Validation is deliberately as strict as the reference Rust implementation: a checkpoint
 // that is truncated, overlapping or padded with stray bytes is rejected with a message
 // naming the file, the tensor and the offset, instead of yielding garbage weights later.
@@ -32,7 +33,7 @@
 
 #include "loom/core/dtype.hpp"
 #include "loom/core/error.hpp"
-#include "loom/core/mapped_file.hpp"
+#include "loom/core/file_image.hpp"
 #include "loom/core/tensor.hpp"
 
 namespace loom::io {
@@ -346,7 +347,7 @@ inline SafetensorsImage parse_safetensors(const std::byte* bytes, std::size_t si
     return image;
 }
 
-// A set of named tensors backed by one or more mapped files or by caller buffers.
+// A set of named tensors backed by one or more files (read or mapped) or by caller buffers.
 class TensorStore {
 public:
     TensorStore() = default;
@@ -354,14 +355,14 @@ public:
     // `path` is a .safetensors file, a model.safetensors.index.json, or a folder holding
     // one of those two (the index wins if both exist, as a sharded save may leave an old
     // single file behind).
-    static TensorStore open(const std::filesystem::path& path) {
+    static TensorStore open(const std::filesystem::path& path, FileAccess access = FileAccess::read) {
         namespace fs = std::filesystem;
         std::error_code status;
         if (fs::is_directory(path, status)) {
             const fs::path index = path / detail::index_file_name;
-            if (fs::exists(index, status)) return open_index(index);
+            if (fs::exists(index, status)) return open_index(index, access);
             const fs::path single = path / detail::single_file_name;
-            if (fs::exists(single, status)) return open_file(single);
+            if (fs::exists(single, status)) return open_file(single, access);
             throw not_found_error(path.string() + ": folder has neither " + std::string(detail::index_file_name) +
                                   " nor " + std::string(detail::single_file_name) + describe_candidates(path));
         }
@@ -369,8 +370,8 @@ public:
             throw not_found_error(path.string() + ": no such file or folder (expected a .safetensors file, a " +
                                   std::string(detail::index_file_name) + " or a folder holding one)");
         }
-        if (path.extension() == ".json") return open_index(path);
-        return open_file(path);
+        if (path.extension() == ".json") return open_index(path, access);
+        return open_file(path, access);
     }
 
     // Views into a caller's buffer, which must outlive the store (embedding, browser build).
@@ -429,7 +430,8 @@ public:
     // For a sharded checkpoint, the union of the shards' metadata (first shard wins).
     const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
-    std::size_t mapped_bytes() const {
+    // The bytes of every file and buffer behind the store, headers included.
+    std::size_t backing_bytes() const {
         std::size_t total = 0;
         for (const Backing& backing : backings_) total += backing.size;
         return total;
@@ -441,7 +443,7 @@ public:
 private:
     struct Backing {
         std::string label;
-        MappedFile file;
+        FileImage file;
         std::vector<std::byte> owned;
         const std::byte* data = nullptr;
         std::size_t size = 0;
@@ -468,19 +470,19 @@ private:
         return text + ")";
     }
 
-    static Backing map_file(const std::filesystem::path& path) {
+    static Backing load_file(const std::filesystem::path& path, FileAccess access) {
         Backing backing;
         backing.label = path.string();
-        backing.file = MappedFile(path);
+        backing.file = FileImage(path, access);
         backing.data = backing.file.data();
         backing.size = backing.file.size();
         return backing;
     }
 
-    static TensorStore open_file(const std::filesystem::path& path) {
+    static TensorStore open_file(const std::filesystem::path& path, FileAccess access) {
         TensorStore store;
         store.label_ = path.string();
-        store.add_image(map_file(path));
+        store.add_image(load_file(path, access));
         return store;
     }
 
@@ -504,7 +506,7 @@ private:
     }
 
     // Shard names come from a downloaded file; one reaching outside the checkpoint folder
-    // would let a hostile index make us map arbitrary files.
+    // would let a hostile index make us read arbitrary files.
     static void check_shard_name(const std::string& shard, const std::string& tensor, const std::string& label) {
         const std::filesystem::path relative(shard);
         bool escapes = shard.empty() || relative.is_absolute() || relative.has_root_path();
@@ -515,9 +517,9 @@ private:
         }
     }
 
-    static TensorStore open_index(const std::filesystem::path& index_path) {
+    static TensorStore open_index(const std::filesystem::path& index_path, FileAccess access) {
         const std::string label = index_path.string();
-        const MappedFile index_file(index_path);
+        const FileImage index_file(index_path);
         // An empty file maps to no address; parse an empty range from a real pointer instead.
         const char* text = index_file.size() ? reinterpret_cast<const char*>(index_file.data()) : "";
         const detail::Json index =
@@ -557,7 +559,7 @@ private:
                 throw not_found_error(label + ": shard " + detail::in_quotes(file) + " (listed for tensor " +
                                       detail::in_quotes(tensor) + ") does not exist at " + shard_path.string());
             }
-            Backing backing = map_file(shard_path);
+            Backing backing = load_file(shard_path, access);
             const std::string shard_label = backing.label;
             for (const std::string& name : store.add_image(std::move(backing))) {
                 const auto listed = shard_of.find(name);

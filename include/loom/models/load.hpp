@@ -1,7 +1,7 @@
 #pragma once
 // From a model argument (a folder, or an Org/Name id in the Hugging Face cache) to a
-// ready model: resolve the folder, read config.json and generation_config.json, map the
-// weights, build the network for the architecture.
+// ready model: resolve the folder, read config.json and generation_config.json, read (or
+// map) the weights, build the network for the architecture.
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -33,12 +33,14 @@ struct LoadedModel {
     }
 };
 
-inline LoadedModel load_model(const std::string& model_argument) {
+// `weights`: read the safetensors files into memory (the default, steadiest decoding) or
+// map them (FileAccess::map: starts at once, shares the page cache; see file_image.hpp).
+inline LoadedModel load_model(const std::string& model_argument, FileAccess weights = FileAccess::read) {
     LoadedModel model;
     model.folder = io::resolve_model_path(model_argument);
     io::ModelConfig config = io::load_model_config(model.folder / "config.json");
     model.generation = io::load_generation_config(model.folder / "generation_config.json");
-    model.network = std::make_unique<Llama>(std::move(config), io::TensorStore::open(model.folder));
+    model.network = std::make_unique<Llama>(std::move(config), io::TensorStore::open(model.folder, weights));
     return model;
 }
 

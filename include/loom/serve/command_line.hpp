@@ -39,6 +39,7 @@ struct ServeCommand {
     std::string cors_origin = "*";
     bool training = true;
     std::size_t train_wait_seconds = 30;
+    FileAccess weights = FileAccess::read;
     bool help = false;
 };
 
@@ -46,7 +47,7 @@ inline const char* serve_usage() {
     return "usage: loom_serve [--model DIR|Org/Name] [--host ADDR] [--port N] [--threads N] [--parallel N]\n"
            "                  [--ctx-size N] [--api-key KEY] [--cors-origin ORIGIN] [--alias NAME]\n"
            "                  [--queue N] [--batch-size N] [--timeout SECONDS] [--body-limit BYTES]\n"
-           "                  [--no-train] [--train-wait SECONDS]\n"
+           "                  [--no-train] [--train-wait SECONDS] [--mmap]\n"
            "\n"
            "  --model        a model folder or an Org/Name id in the Hugging Face cache; without it, the\n"
            "                 small built-in model (token ids only: it has no tokenizer)\n"
@@ -65,7 +66,9 @@ inline const char* serve_usage() {
            "  --body-limit   largest request body in bytes; beyond, 413 (default 8 MiB)\n"
            "  --no-train     refuse POST /api/train (403); by default it trains the served weights in memory\n"
            "                 (an f32 copy, made on the first run) and later requests use them\n"
-           "  --train-wait   seconds a generation request waits for a training run; beyond, 503 (default 30)\n";
+           "  --train-wait   seconds a generation request waits for a training run; beyond, 503 (default 30)\n"
+           "  --mmap         map the weight files instead of reading them into memory: starts at once and\n"
+           "                 shares the page cache, but decoding may be less steady (docs/performance.md)\n";
 }
 
 inline ServeCommand parse_serve_arguments(const std::vector<std::string>& arguments) {
@@ -83,6 +86,10 @@ inline ServeCommand parse_serve_arguments(const std::vector<std::string>& argume
         }
         if (flag == "--no-train") {
             command.training = false;
+            continue;
+        }
+        if (flag == "--mmap") {
+            command.weights = FileAccess::map;
             continue;
         }
         if (flag.rfind("--", 0) != 0) throw argument_error("unexpected argument '" + flag + "'");
@@ -137,7 +144,8 @@ inline int run_serve(const std::vector<std::string>& arguments, const StaticAsse
         pthread_sigmask(SIG_BLOCK, &signals, nullptr);
         ::signal(SIGPIPE, SIG_IGN);  // a client that left shows up as a failed write
 
-        models::LoadedModel model = command.model.empty() ? models::load_default_model() : models::load_model(command.model);
+        models::LoadedModel model =
+            command.model.empty() ? models::load_default_model() : models::load_model(command.model, command.weights);
         std::unique_ptr<tokenizer::Tokenizer> text_tokenizer;
         if (!model.folder.empty() && tokenizer::has_tokenizer(model.folder)) text_tokenizer = tokenizer::load_tokenizer(model.folder);
 
