@@ -334,7 +334,7 @@ TEST_CASE("safetensors: a bf16 tensor is a view into the file's one image, read 
 #endif
 }
 
-TEST_CASE("file image: reading and mapping give the same bytes; bad paths are named") {
+TEST_CASE("file image: reading and mapping give the same bytes; bad paths are named; weight buffers") {
     ScratchFolder folder("file-image");
     std::vector<std::byte> bytes(3 * (std::size_t(1) << 20) + 7);  // over a 2 MiB page, not a multiple of it
     for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = std::byte((i * 7919) >> 3);
@@ -352,6 +352,16 @@ TEST_CASE("file image: reading and mapping give the same bytes; bad paths are na
     const loom::FileImage moved = std::move(original);
     CHECK(original.size() == 0);
     CHECK(std::memcmp(moved.data(), bytes.data(), bytes.size()) == 0);
+
+    loom::WeightBuffer buffer(bytes.size(), "test buffer");
+    std::memcpy(buffer.data(), bytes.data(), bytes.size());
+    buffer.seal();
+    const loom::WeightBuffer kept = std::move(buffer);
+    CHECK(buffer.size() == 0);
+    REQUIRE(kept.size() == bytes.size());
+    CHECK(reinterpret_cast<std::uintptr_t>(kept.data()) % (std::size_t(2) << 20) == 0);
+    CHECK(std::memcmp(kept.data(), bytes.data(), bytes.size()) == 0);
+    CHECK(loom::WeightBuffer(0, "empty").size() == 0);
 
     write_bytes(folder / "empty.bin", {});
     for (const auto access : {loom::FileAccess::read, loom::FileAccess::map}) {

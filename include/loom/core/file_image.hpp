@@ -1,13 +1,14 @@
 #pragma once
 // The bytes of a whole file, read-only, either read into memory the process owns or
-// memory-mapped from the page cache.
+// memory-mapped from the page cache; and WeightBuffer, the memory that reading fills.
 //
 // Reading is the default for weights. A mapping starts faster and shares the page cache
 // between processes, but its pages stay the kernel's: on a machine whose kernel samples
 // page accesses (DAMON, on the 2-core VM of docs/performance.md) its samples of the
 // mapped file made about one Qwen2.5-0.5B decode step in ten take 1.5 to 5 times as
 // long; and a file truncated under a running process turns the next read of a weight
-// into SIGBUS. Memory read once has neither problem. Where mmap does not exist (WebAssembly) the file is always read.
+// into SIGBUS. Memory read once has neither problem. Where mmap does not exist
+// (WebAssembly) the file is always read.
 #include <algorithm>
 #include <cerrno>
 #include <cstddef>
@@ -34,8 +35,100 @@
 namespace loom {
 
 enum class FileAccess {
-    read,  // copied into memory the process owns (2 MiB pages where the kernel grants them)
+    read,  // copied into a WeightBuffer: memory the process owns
     map,   // memory-mapped from the page cache: zero copy, shared, instant
+};
+
+// Memory for weights: 2 MiB-aligned anonymous memory, advised into huge pages when it
+// spans one. A decode step streams every weight, and huge pages spare it most TLB
+// misses: decode steps of the SmolLM2-135M shape ran 1-8% faster than from 4 KiB pages,
+// most with 8 sequences (docs/performance.md). Filled once, then made read-only by seal().
+class WeightBuffer {
+public:
+    WeightBuffer() = default;
+
+    // `what` names the contents in the error if the memory cannot be had.
+    WeightBuffer(std::size_t size, const std::string& what) : size_(size) {
+        if (size == 0) return;
+#if defined(LOOM_HAVE_MMAP)
+        const std::size_t rounded = (size + huge_page - 1) / huge_page * huge_page;
+        region_size_ = rounded + huge_page;  // room to slide the start onto a 2 MiB boundary
+        void* region = ::mmap(nullptr, region_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (region == MAP_FAILED) {
+            region_size_ = size_ = 0;
+            throw error(what + ": cannot allocate " + std::to_string(size) + " bytes: " + std::strerror(errno));
+        }
+        region_ = region;
+        const auto start = (reinterpret_cast<std::uintptr_t>(region) + huge_page - 1) / huge_page * huge_page;
+        bytes_ = reinterpret_cast<std::byte*>(start);
+#if defined(MADV_HUGEPAGE)
+        // Advice only, fine if refused; not for smaller buffers, which would get a whole
+        // 2 MiB page each (tests build hundreds of tiny models).
+        if (size >= huge_page) ::madvise(bytes_, rounded, MADV_HUGEPAGE);
+#endif
+#else
+        (void)what;
+        owned_.resize(size);
+        bytes_ = owned_.data();
+#endif
+    }
+
+    WeightBuffer(const WeightBuffer&) = delete;
+    WeightBuffer& operator=(const WeightBuffer&) = delete;
+    WeightBuffer(WeightBuffer&& other) noexcept { swap(other); }
+    WeightBuffer& operator=(WeightBuffer&& other) noexcept {
+        if (this != &other) {
+            release();
+            swap(other);
+        }
+        return *this;
+    }
+    ~WeightBuffer() { release(); }
+
+    std::byte* data() noexcept { return bytes_; }
+    const std::byte* data() const noexcept { return bytes_; }
+    std::size_t size() const noexcept { return size_; }
+
+    // Read-only from here on: weights are never written, and a stray write should fault.
+    void seal() noexcept {
+#if defined(LOOM_HAVE_MMAP)
+        if (region_) ::mprotect(bytes_, region_size_ - huge_page, PROT_READ);
+#endif
+    }
+
+private:
+    void release() noexcept {
+#if defined(LOOM_HAVE_MMAP)
+        if (region_) ::munmap(region_, region_size_);
+        region_ = nullptr;
+        region_size_ = 0;
+#else
+        owned_.clear();
+#endif
+        bytes_ = nullptr;
+        size_ = 0;
+    }
+
+    void swap(WeightBuffer& other) noexcept {
+        std::swap(bytes_, other.bytes_);
+        std::swap(size_, other.size_);
+#if defined(LOOM_HAVE_MMAP)
+        std::swap(region_, other.region_);
+        std::swap(region_size_, other.region_size_);
+#else
+        std::swap(owned_, other.owned_);
+#endif
+    }
+
+    std::byte* bytes_ = nullptr;
+    std::size_t size_ = 0;
+#if defined(LOOM_HAVE_MMAP)
+    static constexpr std::size_t huge_page = std::size_t(2) << 20;
+    void* region_ = nullptr;  // the whole reservation, for munmap
+    std::size_t region_size_ = 0;
+#else
+    std::vector<std::byte> owned_;
+#endif
 };
 
 class FileImage {
@@ -50,11 +143,10 @@ public:
             struct stat info {};
             if (::fstat(fd, &info) != 0) throw_os_error("cannot stat");
             if (S_ISDIR(info.st_mode)) throw not_found_error(path_.string() + ": is a directory, expected a file");
-            size_ = std::size_t(info.st_size);
-            if (size_ > 0 && access == FileAccess::map) map(fd);
-            if (size_ > 0 && access == FileAccess::read) read(fd);
+            const auto size = std::size_t(info.st_size);
+            if (size > 0 && access == FileAccess::map) map(fd, size);
+            if (size > 0 && access == FileAccess::read) read(fd, size);
         } catch (...) {
-            release();
             ::close(fd);
             throw;
         }
@@ -64,11 +156,10 @@ public:
         std::ifstream stream(path, std::ios::binary);
         if (!stream) throw not_found_error(path_.string() + ": cannot open");
         stream.seekg(0, std::ios::end);
-        owned_.resize(std::size_t(stream.tellg()));
+        buffer_ = WeightBuffer(std::size_t(stream.tellg()), path_.string());
         stream.seekg(0);
-        stream.read(reinterpret_cast<char*>(owned_.data()), std::streamsize(owned_.size()));
+        stream.read(reinterpret_cast<char*>(buffer_.data()), std::streamsize(buffer_.size()));
         if (!stream) throw format_error(path_.string() + ": read failed");
-        size_ = owned_.size();
 #endif
     }
 
@@ -77,71 +168,49 @@ public:
     FileImage(FileImage&& other) noexcept { swap(other); }
     FileImage& operator=(FileImage&& other) noexcept {
         if (this != &other) {
-            release();
+            unmap();
+            buffer_ = WeightBuffer();
             swap(other);
         }
         return *this;
     }
-    ~FileImage() { release(); }
+    ~FileImage() { unmap(); }
 
-    const std::byte* data() const noexcept {
-#if defined(LOOM_HAVE_MMAP)
-        return bytes_;
-#else
-        return owned_.data();
-#endif
-    }
-    std::size_t size() const noexcept { return size_; }
+    const std::byte* data() const noexcept { return mapping_ ? mapping_ : buffer_.data(); }
+    std::size_t size() const noexcept { return mapping_ ? mapping_size_ : buffer_.size(); }
     const std::filesystem::path& path() const noexcept { return path_; }
 
 private:
 #if defined(LOOM_HAVE_MMAP)
-    static constexpr std::size_t huge_page = std::size_t(2) << 20;
-
-    void map(int fd) {
+    void map(int fd, std::size_t size) {
         // Populated at once: the first forward pass would otherwise take one page fault
         // per 4 KiB of weights (about a third of a small model's first prefill).
         int flags = MAP_PRIVATE;
 #if defined(MAP_POPULATE)
         flags |= MAP_POPULATE;
 #endif
-        void* address = ::mmap(nullptr, size_, PROT_READ, flags, fd, 0);
+        void* address = ::mmap(nullptr, size, PROT_READ, flags, fd, 0);
         if (address == MAP_FAILED) throw_os_error("cannot memory-map");
-        region_ = address;
-        region_size_ = size_;
-        bytes_ = static_cast<const std::byte*>(address);
+        mapping_ = static_cast<const std::byte*>(address);
+        mapping_size_ = size;
     }
 
-    // Anonymous memory aligned to 2 MiB, so that the kernel can back it with huge pages
-    // (fewer TLB misses while decoding streams every weight), filled by pread. The pages
-    // are faulted in by the copy itself: populating them first costs a second pass.
-    void read(int fd) {
-        region_size_ = (size_ + huge_page - 1) / huge_page * huge_page + huge_page;
-        void* region = ::mmap(nullptr, region_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (region == MAP_FAILED) {
-            region_size_ = 0;
-            throw error(path_.string() + ": cannot allocate " + std::to_string(size_) + " bytes to read the file into: " +
-                        std::strerror(errno));
-        }
-        region_ = region;
-        const auto start = (reinterpret_cast<std::uintptr_t>(region) + huge_page - 1) / huge_page * huge_page;
-        auto* bytes = reinterpret_cast<std::byte*>(start);
-#if defined(MADV_HUGEPAGE)
-        ::madvise(bytes, region_size_ - huge_page, MADV_HUGEPAGE);  // advice only: fine if refused
-#endif
+    // The pages are faulted in by the copy itself: populating them first costs a second pass.
+    void read(int fd, std::size_t size) {
+        WeightBuffer buffer(size, path_.string());
         constexpr std::size_t chunk = std::size_t(64) << 20;
-        for (std::size_t done = 0; done < size_;) {
-            const ssize_t got = ::pread(fd, bytes + done, std::min(chunk, size_ - done), off_t(done));
+        for (std::size_t done = 0; done < size;) {
+            const ssize_t got = ::pread(fd, buffer.data() + done, std::min(chunk, size - done), off_t(done));
             if (got < 0 && errno == EINTR) continue;
             if (got < 0) throw_os_error(("read failed at byte " + std::to_string(done)).c_str());
             if (got == 0) {
                 throw format_error(path_.string() + ": the file ended at byte " + std::to_string(done) + " of the " +
-                                   std::to_string(size_) + " it had when opened (truncated while being read?)");
+                                   std::to_string(size) + " it had when opened (truncated while being read?)");
             }
             done += std::size_t(got);
         }
-        ::mprotect(bytes, region_size_ - huge_page, PROT_READ);  // weights are never written
-        bytes_ = bytes;
+        buffer.seal();
+        buffer_ = std::move(buffer);
     }
 #endif
 
@@ -152,39 +221,25 @@ private:
         throw error(message);
     }
 
-    void release() noexcept {
+    void unmap() noexcept {
 #if defined(LOOM_HAVE_MMAP)
-        if (region_) ::munmap(region_, region_size_);
-        region_ = nullptr;
-        region_size_ = 0;
-        bytes_ = nullptr;
-#else
-        owned_.clear();
+        if (mapping_) ::munmap(const_cast<std::byte*>(mapping_), mapping_size_);
 #endif
-        size_ = 0;
+        mapping_ = nullptr;
+        mapping_size_ = 0;
     }
 
     void swap(FileImage& other) noexcept {
         std::swap(path_, other.path_);
-        std::swap(size_, other.size_);
-#if defined(LOOM_HAVE_MMAP)
-        std::swap(region_, other.region_);
-        std::swap(region_size_, other.region_size_);
-        std::swap(bytes_, other.bytes_);
-#else
-        std::swap(owned_, other.owned_);
-#endif
+        std::swap(buffer_, other.buffer_);
+        std::swap(mapping_, other.mapping_);
+        std::swap(mapping_size_, other.mapping_size_);
     }
 
     std::filesystem::path path_;
-    std::size_t size_ = 0;
-#if defined(LOOM_HAVE_MMAP)
-    void* region_ = nullptr;  // what munmap releases: the mapping, or the whole anonymous reservation
-    std::size_t region_size_ = 0;
-    const std::byte* bytes_ = nullptr;
-#else
-    std::vector<std::byte> owned_;
-#endif
+    WeightBuffer buffer_;                // FileAccess::read
+    const std::byte* mapping_ = nullptr;  // FileAccess::map
+    std::size_t mapping_size_ = 0;
 };
 
 }  // namespace loom

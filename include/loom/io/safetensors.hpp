@@ -387,14 +387,16 @@ public:
         return store;
     }
 
-    // Takes ownership of the bytes.
-    static TensorStore from_bytes(std::vector<std::byte> bytes, std::string label) {
+    // A copy of the bytes in a WeightBuffer, where weights get huge pages as read files do.
+    static TensorStore from_bytes(const std::vector<std::byte>& bytes, std::string label) {
         TensorStore store;
         store.label_ = label;
         Backing backing;
         backing.label = std::move(label);
-        backing.owned = std::move(bytes);  // a moved vector keeps its buffer, so views stay valid
-        backing.data = backing.owned.data();
+        backing.owned = WeightBuffer(bytes.size(), backing.label);
+        if (!bytes.empty()) std::memcpy(backing.owned.data(), bytes.data(), bytes.size());
+        backing.owned.seal();
+        backing.data = backing.owned.data();  // a moved buffer keeps its address, so views stay valid
         backing.size = backing.owned.size();
         store.add_image(std::move(backing));
         return store;
@@ -444,7 +446,7 @@ private:
     struct Backing {
         std::string label;
         FileImage file;
-        std::vector<std::byte> owned;
+        WeightBuffer owned;
         const std::byte* data = nullptr;
         std::size_t size = 0;
     };
