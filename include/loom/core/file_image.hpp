@@ -5,7 +5,7 @@
 // Reading is the default for weights. A mapping starts faster and shares the page cache
 // between processes, but its pages stay the kernel's: on a machine whose kernel samples
 // page accesses (DAMON, on the 2-core VM of docs/performance.md) its samples of the
-// mapped file made about one Qwen2.5-0.5B decode step in ten take 1.5 to 5 times as
+// mapped file made about one Qwen2.5-0.5B decode step in ten take 1.5 to 6 times as
 // long; and a file truncated under a running process turns the next read of a weight
 // into SIGBUS. Memory read once has neither problem. Where mmap does not exist
 // (WebAssembly) the file is always read.
