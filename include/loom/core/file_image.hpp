@@ -1,6 +1,6 @@
 #pragma once
 // The bytes of a whole file, read-only, either read into memory the process owns or
-// memory-mapped from the page cache; and WeightBuffer, the memory that reading fills.
+// memory-mapped from the page cache; and WeightBuffer, the memory that holds them.
 //
 // Reading is the default for weights. A mapping starts faster and shares the page cache
 // between processes, but its pages stay the kernel's: on a machine whose kernel samples
@@ -40,9 +40,10 @@ enum class FileAccess {
 };
 
 // Memory for weights: 2 MiB-aligned anonymous memory, advised into huge pages when it
-// spans one. A decode step streams every weight, and huge pages spare it most TLB
-// misses: decode steps of the SmolLM2-135M shape ran 1-8% faster than from 4 KiB pages,
-// most with 8 sequences (docs/performance.md). Filled once, then made read-only by seal().
+// spans one, or (map_file) a read-only mapping of a file. A decode step streams every
+// weight, and huge pages spare it most TLB misses: decode steps of the SmolLM2-135M shape
+// ran 1-8% faster than from 4 KiB pages, most with 8 sequences (docs/performance.md).
+// Allocated memory is filled once, then made read-only by seal().
 class WeightBuffer {
 public:
     WeightBuffer() = default;
@@ -73,6 +74,25 @@ public:
 #endif
     }
 
+#if defined(LOOM_HAVE_MMAP)
+    // The `size` bytes of the open file `fd`, mapped and populated at once (the first
+    // forward pass would otherwise take one page fault per 4 KiB of weights, about a third
+    // of a small model's first prefill). `what` names the file in the error.
+    static WeightBuffer map_file(int fd, std::size_t size, const std::string& what) {
+        int flags = MAP_PRIVATE;
+#if defined(MAP_POPULATE)
+        flags |= MAP_POPULATE;
+#endif
+        void* address = ::mmap(nullptr, size, PROT_READ, flags, fd, 0);
+        if (address == MAP_FAILED) throw error(what + ": cannot memory-map: " + std::strerror(errno));
+        WeightBuffer mapping;
+        mapping.region_ = address;
+        mapping.region_size_ = mapping.size_ = size;
+        mapping.bytes_ = static_cast<std::byte*>(address);
+        return mapping;
+    }
+#endif
+
     WeightBuffer(const WeightBuffer&) = delete;
     WeightBuffer& operator=(const WeightBuffer&) = delete;
     WeightBuffer(WeightBuffer&& other) noexcept { swap(other); }
@@ -90,9 +110,10 @@ public:
     std::size_t size() const noexcept { return size_; }
 
     // Read-only from here on: weights are never written, and a stray write should fault.
+    // From the data to the end of the region, so no huge page is split.
     void seal() noexcept {
 #if defined(LOOM_HAVE_MMAP)
-        if (region_) ::mprotect(bytes_, region_size_ - huge_page, PROT_READ);
+        if (region_) ::mprotect(bytes_, std::size_t(static_cast<std::byte*>(region_) + region_size_ - bytes_), PROT_READ);
 #endif
     }
 
@@ -124,7 +145,7 @@ private:
     std::size_t size_ = 0;
 #if defined(LOOM_HAVE_MMAP)
     static constexpr std::size_t huge_page = std::size_t(2) << 20;
-    void* region_ = nullptr;  // the whole reservation, for munmap
+    void* region_ = nullptr;  // the whole reservation or mapping, for munmap
     std::size_t region_size_ = 0;
 #else
     std::vector<std::byte> owned_;
@@ -144,7 +165,7 @@ public:
             if (::fstat(fd, &info) != 0) throw_os_error("cannot stat");
             if (S_ISDIR(info.st_mode)) throw not_found_error(path_.string() + ": is a directory, expected a file");
             const auto size = std::size_t(info.st_size);
-            if (size > 0 && access == FileAccess::map) map(fd, size);
+            if (size > 0 && access == FileAccess::map) buffer_ = WeightBuffer::map_file(fd, size, path_.string());
             if (size > 0 && access == FileAccess::read) read(fd, size);
         } catch (...) {
             ::close(fd);
@@ -163,38 +184,12 @@ public:
 #endif
     }
 
-    FileImage(const FileImage&) = delete;
-    FileImage& operator=(const FileImage&) = delete;
-    FileImage(FileImage&& other) noexcept { swap(other); }
-    FileImage& operator=(FileImage&& other) noexcept {
-        if (this != &other) {
-            unmap();
-            buffer_ = WeightBuffer();
-            swap(other);
-        }
-        return *this;
-    }
-    ~FileImage() { unmap(); }
-
-    const std::byte* data() const noexcept { return mapping_ ? mapping_ : buffer_.data(); }
-    std::size_t size() const noexcept { return mapping_ ? mapping_size_ : buffer_.size(); }
+    const std::byte* data() const noexcept { return buffer_.data(); }
+    std::size_t size() const noexcept { return buffer_.size(); }
     const std::filesystem::path& path() const noexcept { return path_; }
 
 private:
 #if defined(LOOM_HAVE_MMAP)
-    void map(int fd, std::size_t size) {
-        // Populated at once: the first forward pass would otherwise take one page fault
-        // per 4 KiB of weights (about a third of a small model's first prefill).
-        int flags = MAP_PRIVATE;
-#if defined(MAP_POPULATE)
-        flags |= MAP_POPULATE;
-#endif
-        void* address = ::mmap(nullptr, size, PROT_READ, flags, fd, 0);
-        if (address == MAP_FAILED) throw_os_error("cannot memory-map");
-        mapping_ = static_cast<const std::byte*>(address);
-        mapping_size_ = size;
-    }
-
     // The pages are faulted in by the copy itself: populating them first costs a second pass.
     void read(int fd, std::size_t size) {
         WeightBuffer buffer(size, path_.string());
@@ -221,25 +216,8 @@ private:
         throw error(message);
     }
 
-    void unmap() noexcept {
-#if defined(LOOM_HAVE_MMAP)
-        if (mapping_) ::munmap(const_cast<std::byte*>(mapping_), mapping_size_);
-#endif
-        mapping_ = nullptr;
-        mapping_size_ = 0;
-    }
-
-    void swap(FileImage& other) noexcept {
-        std::swap(path_, other.path_);
-        std::swap(buffer_, other.buffer_);
-        std::swap(mapping_, other.mapping_);
-        std::swap(mapping_size_, other.mapping_size_);
-    }
-
     std::filesystem::path path_;
-    WeightBuffer buffer_;                // FileAccess::read
-    const std::byte* mapping_ = nullptr;  // FileAccess::map
-    std::size_t mapping_size_ = 0;
+    WeightBuffer buffer_;  // read into, or mapped
 };
 
 }  // namespace loom
