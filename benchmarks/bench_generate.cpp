@@ -17,6 +17,7 @@
 #include <limits>
 #include <numeric>
 #include <optional>
+#include <span>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -39,7 +40,7 @@ constexpr const char* usage =
     "  --prompt-tokens  prompt length; prefill speed and TTFT are measured on it (default 128)\n"
     "  --new-tokens     greedy tokens generated after the prompt, at least 2 (default 128)\n"
     "  --repetitions    timed runs per model and thread count, after one warm-up run; speeds and\n"
-    "                   TTFT are their means, as llama-bench's -r (default 3)\n"
+    "                   TTFT are their means, as llama-bench's -r (default 5)\n"
     "  --presets        model shapes: smollm2-135m, qwen2.5-0.5b (default both), or a tiny test preset\n"
     "  --dtypes         stored weight types: bf16, f32, f16 (default bf16,f32)\n"
     "  --threads        thread counts to run each model at (default 1,2)\n"
@@ -58,7 +59,7 @@ constexpr int bandwidth_repeats = 10;
 struct Options {
     std::size_t prompt_tokens = 128;
     std::size_t new_tokens = 128;
-    std::size_t repetitions = 3;
+    std::size_t repetitions = 5;
     std::vector<std::string> presets = {"smollm2-135m", "qwen2.5-0.5b"};
     std::vector<std::string> dtypes = {"bf16", "f32"};
     std::vector<std::size_t> threads = {1, 2};
@@ -157,7 +158,7 @@ void write_checkpoint(const std::filesystem::path& folder, const loom::models::S
 // as Loom's decode does. The loop sums 64-bit integers: integer adds may be reordered, so
 // it is vectorised and memory-bound; a float sum would stay one serial chain of adds
 // without -ffast-math.
-double read_bandwidth_gb_per_s(const std::vector<std::uint64_t>& words, std::size_t threads, std::size_t streams,
+double read_bandwidth_gb_per_s(std::span<const std::uint64_t> words, std::size_t threads, std::size_t streams,
                                bool prefetch) {
     loom::ThreadPool pool(threads);
     std::atomic<std::uint64_t> sink{0};  // keeps the sums, hence the reads, alive
@@ -192,8 +193,12 @@ struct Bandwidth {
 
 // Freed before returning: a row's peak RSS must not include the buffer.
 Bandwidth measure_bandwidth(std::size_t mib, std::size_t threads) {
-    // Allocated and written first: untouched pages all map the one zero page, which reads from cache.
-    std::vector<std::uint64_t> words((mib << 20) / sizeof(std::uint64_t));
+    // The same kind of memory as the weights (2 MiB pages where the system gives them), so
+    // that decode and the bound it is held to read alike. Written first: untouched pages all
+    // map the one zero page, which reads from cache.
+    loom::WeightBuffer buffer(mib << 20, "the bandwidth buffer");
+    const std::span<std::uint64_t> words(reinterpret_cast<std::uint64_t*>(buffer.data()),
+                                         buffer.size() / sizeof(std::uint64_t));
     std::iota(words.begin(), words.end(), std::uint64_t(1));
     return {read_bandwidth_gb_per_s(words, threads, 1, false), read_bandwidth_gb_per_s(words, threads, 4, false),
             read_bandwidth_gb_per_s(words, threads, 4, true)};
@@ -218,12 +223,28 @@ std::string threads_label(std::size_t threads) {
 
 struct LoomRun {
     std::vector<double> prefill_tokens_per_second, decode_tokens_per_second, time_to_first_token_ms;  // per run
+    std::vector<double> bandwidth_gb_per_s;  // per run: the faster of the reads just before and just after it
     std::size_t weight_bytes_per_token = 0;
-    double peak_rss_mib = 0.0;  // from loading to the last token
+    double peak_rss_mib = 0.0;  // from loading to the last token, without the bandwidth reads
+
+    // Each run's decode speed over its own bound, averaged.
+    double fraction_of_bound() const {
+        std::vector<double> fractions;
+        for (std::size_t i = 0; i < decode_tokens_per_second.size(); ++i) {
+            const double bound = bandwidth_gb_per_s[i] * 1e9 / double(weight_bytes_per_token);
+            fractions.push_back(decode_tokens_per_second[i] / bound);
+        }
+        return loom_bench::mean(fractions);
+    }
 };
 
+// `measure_bandwidth` is called before every timed run and after the last: the machine's
+// bandwidth drifts (by a third within a minute on a shared VM), so each run is held to
+// reads taken on either side of it, seconds apart.
+template <typename MeasureBandwidth>
 LoomRun run_loom(const std::filesystem::path& folder, loom::FileAccess weights, const std::vector<int>& prompt,
-                 std::size_t new_tokens, std::size_t threads, std::size_t repetitions) {
+                 std::size_t new_tokens, std::size_t threads, std::size_t repetitions,
+                 MeasureBandwidth&& measure_bandwidth) {
     LoomRun run;
     loom_bench::reset_peak_rss();
     const auto model = loom::models::load_model(folder.string(), weights);
@@ -237,13 +258,25 @@ LoomRun run_loom(const std::filesystem::path& folder, loom::FileAccess weights, 
     loom::models::SequenceState sequence;
     options.max_tokens = new_tokens;  // no EOS: always the full count
     loom::generate::generate(*model.network, prompt, options, pool, sequence);
+    // The bandwidth buffer is freed before each run; the high-water mark is read before
+    // each measurement and reset after it, so the buffer never counts.
+    auto bandwidth_outside_peak = [&] {
+        run.peak_rss_mib = std::max(run.peak_rss_mib, loom_bench::peak_rss_mib());
+        const double bandwidth = measure_bandwidth();
+        loom_bench::reset_peak_rss();
+        return bandwidth;
+    };
+    double bandwidth_before = bandwidth_outside_peak();
     for (std::size_t repetition = 0; repetition < repetitions; ++repetition) {
         const auto timings = loom::generate::generate(*model.network, prompt, options, pool, sequence).timings;
         run.prefill_tokens_per_second.push_back(timings.prefill_tokens_per_second());
         run.decode_tokens_per_second.push_back(timings.decode_tokens_per_second());
         run.time_to_first_token_ms.push_back(timings.time_to_first_token_ms);
+        const double bandwidth_after = bandwidth_outside_peak();
+        run.bandwidth_gb_per_s.push_back(std::max(bandwidth_before, bandwidth_after));
+        bandwidth_before = bandwidth_after;
     }
-    run.peak_rss_mib = loom_bench::peak_rss_mib();
+    run.peak_rss_mib = std::max(run.peak_rss_mib, loom_bench::peak_rss_mib());
     return run;
 }
 
@@ -346,18 +379,19 @@ int run(const Options& options, int argc, char** argv) {
             for (std::size_t i = 0; i < options.prompt_tokens; ++i) prompt.push_back(int((i * 7919 + 13) % spec.vocab_size));
 
             for (const std::size_t threads : options.threads) {
-                // The machine's bandwidth drifts (by a third within a minute on a shared VM), so
-                // each row's bound comes from reads just before and just after its runs.
-                const double bandwidth_before = measure_bandwidth(options.bandwidth_mib, threads).fastest();
-                const LoomRun loom_run = run_loom(folder, options.weights, prompt, options.new_tokens, threads, options.repetitions);
-                const double bandwidth = std::max(bandwidth_before, measure_bandwidth(options.bandwidth_mib, threads).fastest());
+                const LoomRun loom_run = run_loom(folder, options.weights, prompt, options.new_tokens, threads,
+                                                  options.repetitions, [&] {
+                                                      return measure_bandwidth(options.bandwidth_mib, threads).fastest();
+                                                  });
                 const double prefill = loom_bench::mean(loom_run.prefill_tokens_per_second);
                 const double decode = loom_bench::mean(loom_run.decode_tokens_per_second);
+                const double bandwidth = loom_bench::mean(loom_run.bandwidth_gb_per_s);
                 const double bound = bandwidth * 1e9 / double(loom_run.weight_bytes_per_token);
                 std::printf("| %s | %s | %.0f | %zu | %.1f | %.2f | %.0f | %.0f | %.1f | %.1f | %.1f | %.0f%% |",
                             preset.c_str(), dtype.c_str(), file_mb, threads, prefill, decode,
                             loom_bench::mean(loom_run.time_to_first_token_ms), loom_run.peak_rss_mib,
-                            double(loom_run.weight_bytes_per_token) / 1e6, bandwidth, bound, 100.0 * decode / bound);
+                            double(loom_run.weight_bytes_per_token) / 1e6, bandwidth, bound,
+                            100.0 * loom_run.fraction_of_bound());
                 if (pytorch) {
                     const PythonRun reference = run_pytorch_script(
                         "--model " + shell_quote(folder.string()) + " --ids " + join(prompt) + " --new-tokens " +
@@ -379,9 +413,10 @@ int run(const Options& options, int argc, char** argv) {
             }
         }
     }
-    std::printf("\nbandwidth: the fastest of the three memory reads at that thread count, measured just before and "
-                "just after the row's runs; bound tok/s: that bandwidth / weight bytes per token (the KV cache's reads "
-                "are left out); of bound: decode tok/s / bound tok/s.\n");
+    std::printf("\nbandwidth: the fastest of the three memory reads at that thread count, measured before every "
+                "timed run and after the last; each run takes the faster of the reads on either side of it, and the "
+                "row gives their mean; bound tok/s: that bandwidth / weight bytes per token (the KV cache's reads are "
+                "left out); of bound: the mean over the runs of each run's decode tok/s / its own bound.\n");
     return 0;
 }
 
