@@ -5,12 +5,14 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <chrono>
 #include <cmath>
 #include <mutex>
 #include <cstring>
 #include <limits>
 #include <random>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "loom/core/random.hpp"
@@ -401,6 +403,53 @@ TEST_CASE("kernels: the thread pool covers the range once and rethrows a chunk's
     });
     CHECK(total == 100);
     CHECK_THROWS_AS(loom::ThreadPool(0), loom::argument_error);
+}
+
+TEST_CASE("kernels: the thread pool covers ranges beyond 2^24 indices once, for pools split by speed and equally",
+          "[kernels][threads]") {
+    // Pools of up to 4 threads size their chunks by measured speed, larger ones split equally;
+    // ranges beyond 2^24 indices are claimed in units of several.
+    for (std::size_t threads : {2u, 3u, 5u}) {
+        loom::ThreadPool pool(threads);
+        for (std::size_t count : {std::size_t(7), (std::size_t(1) << 24) + 5, (std::size_t(1) << 26) + 3}) {
+            std::vector<std::pair<std::size_t, std::size_t>> chunks;
+            std::mutex mutex;
+            pool.parallel_for(count, [&](std::size_t begin, std::size_t end) {
+                std::lock_guard<std::mutex> lock(mutex);
+                chunks.emplace_back(begin, end);
+            });
+            std::sort(chunks.begin(), chunks.end());
+            std::size_t covered = 0;
+            for (const auto& [begin, end] : chunks) {
+                CHECK(begin == covered);
+                CHECK(end > begin);
+                covered = end;
+            }
+            CHECK(covered == count);
+        }
+    }
+}
+
+TEST_CASE("kernels: the thread pool's shares move towards the threads' speeds, within bounds", "[kernels][threads]") {
+    // Two threads, the second 4x slower: from equal halves towards 0.8 / 0.2, held at the
+    // bound of 1.5 / 0.5 times an equal share.
+    std::vector<double> shares = {0.5, 0.5};
+    const std::vector<double> speeds = {4.0, 1.0};
+    loom::detail::rebalance_shares(shares, speeds);
+    CHECK(shares[0] == Approx(0.525));
+    CHECK(shares[1] == Approx(0.475));
+    for (int call = 0; call < 100; ++call) loom::detail::rebalance_shares(shares, speeds);
+    CHECK(shares[0] == Approx(0.75).margin(1e-4));
+    CHECK(shares[1] == Approx(0.25).margin(1e-4));
+    // Equal speeds lead back to equal shares; three threads keep a partition of 1.
+    for (int call = 0; call < 200; ++call) loom::detail::rebalance_shares(shares, std::vector<double>{2.0, 2.0});
+    CHECK(shares[0] == Approx(0.5).margin(1e-6));
+    std::vector<double> three = {1.0 / 3, 1.0 / 3, 1.0 / 3};
+    for (int call = 0; call < 100; ++call) loom::detail::rebalance_shares(three, std::vector<double>{1.0, 2.0, 3.0});
+    CHECK(three[0] + three[1] + three[2] == Approx(1.0));
+    CHECK(three[0] < three[1]);
+    CHECK(three[1] < three[2]);
+    CHECK(three[0] == Approx(1.0 / 6).margin(0.01));  // at its floor before normalising: half an equal share
 }
 
 TEST_CASE("kernels: tasks of 2 and 3 chunks in turn never hang the pool or visit an index twice", "[kernels][threads]") {
