@@ -405,13 +405,15 @@ TEST_CASE("kernels: the thread pool covers the range once and rethrows a chunk's
     CHECK_THROWS_AS(loom::ThreadPool(0), loom::argument_error);
 }
 
-TEST_CASE("kernels: the thread pool covers ranges beyond 2^24 indices once, for pools split by speed and equally",
+TEST_CASE("kernels: the thread pool covers ranges of 2^24 indices and more once, for pools split by speed and equally",
           "[kernels][threads]") {
     // Pools of up to 4 threads size their chunks by measured speed, larger ones split equally;
-    // ranges beyond 2^24 indices are claimed in units of several.
+    // ranges of 2^24 indices and more are claimed in units of several (a 2^26-word buffer
+    // once came to exactly 2^24 units, which the claim word's 24 bits read as none: a hang).
     for (std::size_t threads : {2u, 3u, 5u}) {
         loom::ThreadPool pool(threads);
-        for (std::size_t count : {std::size_t(7), (std::size_t(1) << 24) + 5, (std::size_t(1) << 26) + 3}) {
+        for (std::size_t count : {std::size_t(7), (std::size_t(1) << 24) - 1, std::size_t(1) << 24,
+                                  (std::size_t(1) << 24) + 5, std::size_t(1) << 26, (std::size_t(1) << 26) + 3}) {
             std::vector<std::pair<std::size_t, std::size_t>> chunks;
             std::mutex mutex;
             pool.parallel_for(count, [&](std::size_t begin, std::size_t end) {

@@ -163,8 +163,8 @@ private:
     // neither take a chunk of a later task by mistake nor read the later task's size for
     // its own (which once let a worker run an extra chunk of a finished task and count it
     // towards the next one's, so the caller waited forever). A unit is one index, or
-    // several for ranges beyond 2^24 indices.
-    static constexpr std::uint64_t max_units = std::uint64_t(1) << 24;
+    // several for ranges of 2^24 indices and more.
+    static constexpr std::uint64_t max_units = (std::uint64_t(1) << 24) - 1;  // what 24 bits hold
     static constexpr std::uint64_t pack(std::uint32_t generation, std::uint32_t units, std::uint32_t next) noexcept {
         return std::uint64_t(generation & 0xFFFFu) << 48 | std::uint64_t(units) << 24 | next;
     }
