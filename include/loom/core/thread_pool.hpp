@@ -139,9 +139,9 @@ public:
         unit_ = (count + max_units - 1) / max_units;
         const auto units = std::uint32_t((count + unit_ - 1) / unit_);
         // A body type is a call site, whose chunks cost alike from call to call.
-        site_ = sites_.empty() ? nullptr : &site_of(detail::type_key<BodyType>());
-        for (std::size_t index = 0; site_ && index < thread_count(); ++index) {
-            const double wanted = std::round(site_->shares[index] * double(units));
+        Site* site = sites_.empty() ? nullptr : &site_of(detail::type_key<BodyType>());
+        for (std::size_t index = 0; site && index < thread_count(); ++index) {
+            const double wanted = std::round(site->shares[index] * double(units));
             claims_.takes[index].store(std::uint32_t(std::max(1.0, wanted)), std::memory_order_relaxed);
         }
         first_error_ = nullptr;
@@ -153,7 +153,7 @@ public:
 
         run_chunks(0, generation);
         wait_until_done(units);
-        if (site_) learn_shares(generation);
+        if (site) learn_shares(*site, generation);
         if (first_error_) std::rethrow_exception(first_error_);
     }
 
@@ -204,7 +204,7 @@ private:
             std::lock_guard<std::mutex> lock(error_mutex_);
             if (!first_error_) first_error_ = std::current_exception();
         }
-        if (index >= balanced_threads) return;
+        if (sites_.empty()) return;  // an equal split: nothing to learn
         Record& record = completion_.records[index];
         if (record.generation != std::uint16_t(generation)) record = Record{std::uint16_t(generation), 0, 0.0f, 0};
         record.seconds += std::chrono::duration<float>(std::chrono::steady_clock::now() - start).count();
@@ -251,7 +251,7 @@ private:
 
     // Learns only from calls in which every thread ran one chunk: a late or idle thread's
     // speed is unknown.
-    void learn_shares(std::uint32_t generation) noexcept {
+    void learn_shares(Site& site, std::uint32_t generation) noexcept {
         const std::size_t threads = thread_count();
         double speeds[balanced_threads];
         for (std::size_t index = 0; index < threads; ++index) {
@@ -259,7 +259,7 @@ private:
             if (record.generation != std::uint16_t(generation) || record.chunks != 1 || !(record.seconds > 0.0f)) return;
             speeds[index] = double(record.units) / double(record.seconds);
         }
-        detail::rebalance_shares(site_->shares, std::span<const double>(speeds, threads));
+        detail::rebalance_shares(site.shares, std::span<const double>(speeds, threads));
     }
 
     // Shares are kept for pools of up to balanced_threads threads (larger ones split equally),
@@ -301,7 +301,6 @@ private:
     std::exception_ptr first_error_;
     std::vector<Site> sites_;  // empty beyond balanced_threads
     std::size_t next_site_ = 0;
-    Site* site_ = nullptr;
 };
 
 // The thread count the command-line programs default to: one per core the system reports
