@@ -267,10 +267,12 @@ TEST_CASE("kernels: attention follows its documented order for every head groupi
     const AttentionCase cases[] = {
         {AttentionShape{9, 3, 64, 0}, 0, 37},    // SmolLM2: groups of 3, a prompt from position 0
         {AttentionShape{9, 3, 64, 0}, 40, 1},    // one decoding step
+        {AttentionShape{9, 3, 64, 0}, 0, 1},     // the first token, decoded alone
         {AttentionShape{14, 2, 64, 0}, 5, 19},   // Qwen2.5-0.5B: groups of 7 (4 + 3)
         {AttentionShape{8, 1, 24, 0}, 16, 3},    // one kv head for 8 query heads; head_dim not a multiple of 16
         {AttentionShape{4, 4, 20, 0}, 3, 30},    // no grouping
         {AttentionShape{4, 2, 128, 7}, 20, 13},  // sliding window of 7
+        {AttentionShape{4, 2, 128, 7}, 33, 1},   // decoding in a sliding window
         {AttentionShape{6, 2, 32, 5}, 0, 21},    // sliding window from position 0
     };
     for (const AttentionCase& c : cases) {
@@ -293,13 +295,35 @@ TEST_CASE("kernels: attention follows its documented order for every head groupi
                                                    keys.data() + k * kv_stride + kv * shape.head_dim, shape.head_dim);
             }
         }
+        auto cache_values = values;
         for (const std::size_t threads : {1, 3}) {
             loom::ThreadPool pool(threads);
             std::vector<float> out(expected.size());
             const loom::kernels::AttentionSequence sequence{queries.data(), c.tokens, c.first_position, cache_keys.data(),
-                                                            values.data(), key_blocks, out.data()};
+                                                            cache_values.data(), key_blocks, out.data()};
             loom::kernels::causal_attention({&sequence, 1}, shape, pool);
             CHECK(std::memcmp(out.data(), expected.data(), out.size() * sizeof(float)) == 0);
+
+            if (c.tokens == 1) {  // decoding: the token's own key and value stored by the kernel
+                auto pending_keys = cache_keys, pending_values = cache_values;
+                const std::size_t last = c.first_position;
+                for (std::size_t kv = 0; kv < shape.kv_heads; ++kv) {
+                    std::vector<float> unset(shape.head_dim, std::numeric_limits<float>::quiet_NaN());
+                    loom::kernels::store_key_in_blocks(pending_keys.data() + kv * key_blocks * shape.head_dim * 16, last,
+                                                       unset.data(), shape.head_dim);
+                }
+                std::fill_n(pending_values.data() + last * kv_stride, kv_stride, std::numeric_limits<float>::quiet_NaN());
+                std::vector<float> decoded(expected.size());
+                loom::kernels::AttentionSequence pending{queries.data(), 1, last, pending_keys.data(), pending_values.data(),
+                                                         key_blocks, decoded.data()};
+                pending.new_key = keys.data() + last * kv_stride;
+                pending.new_value = values.data() + last * kv_stride;
+                loom::kernels::causal_attention({&pending, 1}, shape, pool);
+                CHECK(std::memcmp(decoded.data(), expected.data(), decoded.size() * sizeof(float)) == 0);
+                // Position `last` held NaN: equal bytes mean the kernel stored the key and value there.
+                CHECK(std::memcmp(pending_keys.data(), cache_keys.data(), cache_keys.size() * sizeof(float)) == 0);
+                CHECK(std::memcmp(pending_values.data(), cache_values.data(), cache_values.size() * sizeof(float)) == 0);
+            }
 
             if (c.first_position == 0) {  // training's forward: whole sequences, weights kept
                 const loom::kernels::TrainingSequence whole{0, c.tokens};

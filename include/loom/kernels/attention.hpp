@@ -31,10 +31,16 @@ struct AttentionSequence {
     const float* queries;        // [tokens, query_heads, head_dim], positions first_position ...
     std::size_t tokens;
     std::size_t first_position;
-    const float* keys;           // [kv_heads, key_blocks, head_dim, 16], filled up to the last query's position
-    const float* values;         // [capacity, kv_heads, head_dim]
+    float* keys;                 // [kv_heads, key_blocks, head_dim, 16], filled up to the last query's position
+    float* values;               // [capacity, kv_heads, head_dim]
     std::size_t key_blocks;      // blocks of 16 positions per head
     float* out;                  // [tokens, query_heads, head_dim]
+    // A single token's own key and value ([kv_heads, head_dim] each) when the cache does not
+    // hold them yet: each kv head's item stores its part first. A key's elements land on
+    // as many cache lines, which mostly miss; stored in the items, those misses overlap
+    // with the other threads' attention instead of holding every thread up.
+    const float* new_key = nullptr;
+    const float* new_value = nullptr;
 };
 
 // Writes one key into a head's blocks of the layout above: position p lands in block p / 16,
@@ -253,8 +259,12 @@ inline void causal_attention(std::span<const AttentionSequence> sequences, const
             const std::size_t token = detail::balanced_token(local / shape.kv_heads, sequence->tokens);
             const std::size_t kv_head = local % shape.kv_heads;
             const std::size_t first_head = token * shape.query_heads + kv_head * group;
-            const float* keys = sequence->keys + kv_head * sequence->key_blocks * head_dim * reduction_lanes;
-            const float* values = sequence->values + kv_head * head_dim;
+            float* keys = sequence->keys + kv_head * sequence->key_blocks * head_dim * reduction_lanes;
+            float* values = sequence->values + kv_head * head_dim;
+            if (sequence->new_key) {
+                store_key_in_blocks(keys, sequence->first_position, sequence->new_key + kv_head * head_dim, head_dim);
+                std::copy_n(sequence->new_value + kv_head * head_dim, head_dim, values + sequence->first_position * kv_stride);
+            }
             detail::in_head_chunks(group, [&](std::size_t chunk, auto heads) {
                 const std::size_t offset = (first_head + chunk) * head_dim;
                 detail::attend<decltype(heads)::value>(sequence->queries + offset, keys, values, kv_stride, head_dim,

@@ -71,14 +71,19 @@ struct Attention {
                        sines + begin * half);
         });
 
+        // A prompt's rows attend to each other's keys, so they are all stored first; a single
+        // decoding token's key and value are stored by the attention kernel's own items.
         scratch.sequences.clear();
         for (const SequenceRows& sequence : batch) {
             KVCache& cache = *sequence.cache;
-            cache.store(layer, cache.length(), sequence.tokens, scratch.keys.data() + sequence.first_row * kv_width,
-                        scratch.values.data() + sequence.first_row * kv_width);
+            const float* keys = scratch.keys.data() + sequence.first_row * kv_width;
+            const float* values = scratch.values.data() + sequence.first_row * kv_width;
+            const bool decoding = sequence.tokens == 1;
+            if (!decoding) cache.store(layer, cache.length(), sequence.tokens, keys, values);
             scratch.sequences.push_back({scratch.queries.data() + sequence.first_row * q_width, sequence.tokens,
                                          cache.length(), cache.keys(layer), cache.values(layer), cache.key_blocks(),
-                                         scratch.mixed.data() + sequence.first_row * q_width});
+                                         scratch.mixed.data() + sequence.first_row * q_width, decoding ? keys : nullptr,
+                                         decoding ? values : nullptr});
         }
         kernels::causal_attention(scratch.sequences, shape, pool);
         output.forward(scratch.mixed.data(), rows, out, pool);

@@ -70,10 +70,12 @@ public:
     // positions past length() hold garbage, read but never used by the kernel).
     static constexpr std::size_t key_block = 16;
     const float* keys(std::size_t layer) const noexcept { return keys_[layer].get(); }
+    float* keys(std::size_t layer) noexcept { return keys_[layer].get(); }
     std::size_t key_blocks() const noexcept { return (capacity_ + key_block - 1) / key_block; }
     std::size_t key_block_floats() const noexcept { return head_dim_ * key_block; }
     // Values: [capacity, kv_heads, head_dim].
     const float* values(std::size_t layer) const noexcept { return values_[layer].get(); }
+    float* values(std::size_t layer) noexcept { return values_[layer].get(); }
 
     void advance(std::size_t tokens) noexcept { length_ += tokens; }
     // Forget positions from `length` on (e.g. to reuse a common prompt prefix).
