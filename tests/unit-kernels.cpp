@@ -323,6 +323,14 @@ TEST_CASE("kernels: attention follows its documented order for every head groupi
                 // Position `last` held NaN: equal bytes mean the kernel stored the key and value there.
                 CHECK(std::memcmp(pending_keys.data(), cache_keys.data(), cache_keys.size() * sizeof(float)) == 0);
                 CHECK(std::memcmp(pending_values.data(), cache_values.data(), cache_values.size() * sizeof(float)) == 0);
+                // Only a single token's key can be stored by the items, and only with its value.
+                pending.new_value = nullptr;
+                CHECK_THROWS_WITH(loom::kernels::causal_attention({&pending, 1}, shape, pool),
+                                  Catch::Contains("exactly one token"));
+                pending.new_value = values.data() + last * kv_stride;
+                pending.tokens = 2;
+                CHECK_THROWS_WITH(loom::kernels::causal_attention({&pending, 1}, shape, pool),
+                                  Catch::Contains("got 2 tokens"));
             }
 
             if (c.first_position == 0) {  // training's forward: whole sequences, weights kept

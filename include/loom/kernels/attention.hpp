@@ -10,9 +10,11 @@
 #include <cmath>
 #include <cstddef>
 #include <span>
+#include <string>
 #include <type_traits>
 #include <vector>
 
+#include "loom/core/error.hpp"
 #include "loom/core/thread_pool.hpp"
 #include "loom/kernels/ops.hpp"
 #include "loom/kernels/simd.hpp"
@@ -245,7 +247,13 @@ inline void causal_attention(std::span<const AttentionSequence> sequences, const
     const float scale = detail::attention_scale(head_dim);
     // One item: the query heads of one kv head at one position.
     std::size_t items = 0;
-    for (const AttentionSequence& sequence : sequences) items += sequence.tokens * shape.kv_heads;
+    for (const AttentionSequence& sequence : sequences) {
+        if ((sequence.new_key || sequence.new_value) && !(sequence.new_key && sequence.new_value && sequence.tokens == 1)) {
+            throw argument_error("attention: a new key and value are stored for exactly one token, both given, got " +
+                                 std::to_string(sequence.tokens) + " tokens");
+        }
+        items += sequence.tokens * shape.kv_heads;
+    }
     pool.parallel_for(items, [&](std::size_t begin, std::size_t end) {
         thread_local std::vector<float> scores;
         std::size_t first_item = 0;  // of the current sequence
