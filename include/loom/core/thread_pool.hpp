@@ -197,14 +197,15 @@ private:
     void run_chunk(std::size_t index, std::uint32_t generation, std::uint32_t first_unit, std::uint32_t end_unit) noexcept {
         const std::size_t begin = first_unit * unit_;
         const std::size_t end = std::min(std::size_t(end_unit) * unit_, element_count_);
-        const auto start = std::chrono::steady_clock::now();
+        const bool timed = !sites_.empty();  // an equal split has nothing to learn
+        const auto start = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
         try {
             task_invoke_(task_context_, begin, end);
         } catch (...) {
             std::lock_guard<std::mutex> lock(error_mutex_);
             if (!first_error_) first_error_ = std::current_exception();
         }
-        if (sites_.empty()) return;  // an equal split: nothing to learn
+        if (!timed) return;
         Record& record = completion_.records[index];
         if (record.generation != std::uint16_t(generation)) record = Record{std::uint16_t(generation), 0, 0.0f, 0};
         record.seconds += std::chrono::duration<float>(std::chrono::steady_clock::now() - start).count();
