@@ -52,6 +52,15 @@ inline void store_key_in_blocks(float* head_blocks, std::size_t position, const 
     for (std::size_t d = 0; d < head_dim; ++d) block[d * reduction_lanes] = key[d];
 }
 
+// Stores one position of one kv head: its key into the head's blocks (`head_keys`, as
+// store_key_in_blocks) and its value into row `position` of `head_values` (the head's part
+// of position 0, rows `kv_stride` floats apart).
+inline void store_position(float* head_keys, float* head_values, std::size_t kv_stride, std::size_t position,
+                           const float* key, const float* value, std::size_t head_dim) noexcept {
+    store_key_in_blocks(head_keys, position, key, head_dim);
+    std::copy_n(value, head_dim, head_values + position * kv_stride);
+}
+
 namespace detail {
 
 // Scores are scaled by 1/sqrt(head_dim), computed in double and rounded once: inference
@@ -248,7 +257,8 @@ inline void causal_attention(std::span<const AttentionSequence> sequences, const
     // One item: the query heads of one kv head at one position.
     std::size_t items = 0;
     for (const AttentionSequence& sequence : sequences) {
-        if ((sequence.new_key || sequence.new_value) && !(sequence.new_key && sequence.new_value && sequence.tokens == 1)) {
+        const bool pending = sequence.new_key != nullptr;
+        if (pending != (sequence.new_value != nullptr) || (pending && sequence.tokens != 1)) {
             throw argument_error("attention: a new key and value are stored for exactly one token, both given, got " +
                                  std::to_string(sequence.tokens) + " tokens");
         }
@@ -270,8 +280,8 @@ inline void causal_attention(std::span<const AttentionSequence> sequences, const
             float* keys = sequence->keys + kv_head * sequence->key_blocks * head_dim * reduction_lanes;
             float* values = sequence->values + kv_head * head_dim;
             if (sequence->new_key) {
-                store_key_in_blocks(keys, sequence->first_position, sequence->new_key + kv_head * head_dim, head_dim);
-                std::copy_n(sequence->new_value + kv_head * head_dim, head_dim, values + sequence->first_position * kv_stride);
+                store_position(keys, values, kv_stride, sequence->first_position, sequence->new_key + kv_head * head_dim,
+                               sequence->new_value + kv_head * head_dim, head_dim);
             }
             detail::in_head_chunks(group, [&](std::size_t chunk, auto heads) {
                 const std::size_t offset = (first_head + chunk) * head_dim;

@@ -57,13 +57,13 @@ public:
     void store(std::size_t layer, std::size_t first_position, std::size_t tokens, const float* keys,
                const float* values) noexcept {
         for (std::size_t t = 0; t < tokens; ++t) {
-            const std::size_t position = first_position + t;
             for (std::size_t h = 0; h < kv_heads_; ++h) {
-                kernels::store_key_in_blocks(keys_[layer].get() + h * key_blocks() * key_block_floats(), position,
-                                             keys + t * row_size_ + h * head_dim_, head_dim_);
+                const std::size_t offset = t * row_size_ + h * head_dim_;
+                kernels::store_position(keys_[layer].get() + h * key_blocks() * key_block_floats(),
+                                        values_[layer].get() + h * head_dim_, row_size_, first_position + t,
+                                        keys + offset, values + offset, head_dim_);
             }
         }
-        std::copy(values, values + tokens * row_size_, values_[layer].get() + first_position * row_size_);
     }
 
     // Keys: [kv_heads, capacity / 16, head_dim, 16] (positions rounded up to whole blocks;
