@@ -228,14 +228,23 @@ bool uses_f32_panels(std::size_t rows, std::size_t in) noexcept {
 
 // Rows of x times one panel of weight rows (stored as `dtype`, `panel_stride` bytes apart),
 // tile by tile: every band of rows for one group of columns, then the next group.
+// `ahead`: bytes to prefetch meanwhile, a few cache lines after each tile (see row_products).
 template <DType dtype, typename Input>
 void panel_tiles(const Input* x, std::size_t rows, std::size_t in, const std::byte* panel_weights, std::size_t panel_stride,
-                 std::size_t panel_columns, float* out, std::size_t out_stride) {
+                 std::size_t panel_columns, float* out, std::size_t out_stride,
+                 std::span<const std::byte> ahead = {}) {
+    constexpr std::size_t line = 64;
+    const std::size_t tiles = (panel_columns + tile_columns - 1) / tile_columns * ((rows + tile_rows - 1) / tile_rows);
+    const std::size_t lines_per_tile = (ahead.size() / line + tiles) / tiles;
+    std::size_t prefetched = 0;
     for (std::size_t c = 0; c < panel_columns; c += tile_columns) {
         const std::size_t columns = std::min(tile_columns, panel_columns - c);
         for (std::size_t r = 0; r < rows; r += tile_rows) {
             dot_tile_upto<dtype>(std::min(tile_rows, rows - r), columns, x + r * in, in, panel_weights + c * panel_stride,
                                  panel_stride, in, out + r * out_stride + c, out_stride);
+            for (std::size_t k = 0; k < lines_per_tile && prefetched < ahead.size(); ++k, prefetched += line) {
+                simd::prefetch(ahead.data() + prefetched);
+            }
         }
     }
 }
@@ -313,7 +322,9 @@ void row_products(const Input* x, std::size_t rows, std::size_t in, const std::b
         // with the rows of x, is reused for every row of x, expanded to f32 once; the
         // expansion is exact, so the sums are the same as above. A panel is one long
         // sequential read (short reads interleaved with compute left the expansion waiting
-        // on memory).
+        // on memory), and the tiles of one panel prefetch the next, so that the expansion
+        // finds it in cache (measured on Zen 5 with the SmolLM2-135M shapes at 128 rows:
+        // the products widened this way 1.03-1.04x faster).
         thread_local AlignedVector<float> expanded;
         const std::size_t row_block = std::max(tile_rows, cached_input_bytes / (in * sizeof(float)) / tile_rows * tile_rows);
         const std::size_t panel = std::max(tile_columns, cached_panel_bytes / (in * sizeof(float)) / tile_columns * tile_columns);
@@ -329,8 +340,12 @@ void row_products(const Input* x, std::size_t rows, std::size_t in, const std::b
                     panel_weights = reinterpret_cast<const std::byte*>(expanded.data());
                     panel_stride = in * sizeof(float);
                 }
+                std::span<const std::byte> next_panel;
+                if (dtype != DType::f32 && p0 + panel < end) {
+                    next_panel = {weight + (p0 + panel) * weight_stride, std::min(panel, end - p0 - panel) * weight_stride};
+                }
                 panel_tiles<DType::f32>(x + r0 * in, block_rows, in, panel_weights, panel_stride, panel_columns,
-                                        out + r0 * out_stride + p0, out_stride);
+                                        out + r0 * out_stride + p0, out_stride, next_panel);
             }
         }
     }
