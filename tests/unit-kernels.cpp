@@ -153,8 +153,9 @@ TEST_CASE("kernels: folding many accumulators at once gives each one's fold bit 
 }
 
 TEST_CASE("kernels: matmul gives the same bits for any thread count and any number of rows at once", "[kernels][determinism]") {
-    // Row counts through every path: one streamed row, one band from memory, a light first
-    // band and one from L2 (6-9), several bands, and the widened f32 panels of prefill.
+    // Row counts through every path: one streamed row, one band from memory (up to 5 rows,
+    // and 6-8 in the taller tiles of AVX-512), a light first band and one from L2 (6-9),
+    // several bands, and the widened f32 panels of prefill.
     const std::size_t rows = 100, in = 83, out = 37;
     const auto x = random_values(rows * in, 3);
     const auto weights = random_values(out * in, 4);

@@ -52,6 +52,13 @@ inline constexpr std::size_t decode_streams = 4;
 // of the panel path prefetches too, panels are faster from 2 rows on (measured on Zen 5
 // with the SmolLM2-135M shapes: 2 rows 1.1-1.4x, 3 rows 1.5x).
 inline constexpr std::size_t decode_rows = 1;
+// Up to this many rows (a few sequences decoding together), with 32 registers: one band of
+// tall tiles reads the weights from memory for all the rows at once, rather than a first
+// band from memory and one from L2 (measured on Zen 5, SmolLM2-135M bf16, 6-8 rows:
+// 1.06-1.10x faster on one thread, 1.04-1.10x on two). Portable mode only: the native-fast
+// bf16 tiles were not measured this way.
+inline constexpr std::size_t one_band_rows = simd::parts == 1 ? 8 : 0;
+inline constexpr std::size_t one_band_columns = 3;
 
 // Tiles that read weights straight from memory (decoding, and the first band of a few
 // rows) ask for each cache line 2 KiB before they load it: on Zen 5 this made decoding
@@ -90,7 +97,11 @@ void dot_tile(const float* x, std::size_t x_stride, const std::byte* weight, std
             w[c] = simd::load16_weights<dtype, from_memory>(p);
         }
         LOOM_UNROLL for (std::size_t r = 0; r < R; ++r) {
-            const simd::Lanes16 xs = simd::load16(x + r * x_stride + i);
+            // Loaded once: left to itself the compiler reloads x for every product, R * C
+            // loads instead of R (tiles of 8 x 3 ran at half speed on Zen 5). With 16
+            // registers (AVX2, SSE2) the tiles need those loads folded into the products.
+            simd::Lanes16 xs = simd::load16(x + r * x_stride + i);
+            if constexpr (simd::parts == 1) simd::hold_in_register(xs.part[0]);
             LOOM_UNROLL for (std::size_t c = 0; c < C; ++c) simd::multiply_add(sums[r][c], xs, w[c]);
         }
     }
@@ -251,16 +262,16 @@ void panel_tiles(const Input* x, std::size_t rows, std::size_t in, const std::by
 
 // Columns [begin, end) read as `Streams` sequential streams side by side: tile column k of
 // step o is column begin + o + k * part. One core keeps more reads in flight from a few
-// long streams than from many short ones. Up to tile_rows rows; the columns left over go
+// long streams than from many short ones. Up to Rows rows; the columns left over go
 // through ordinary tiles.
-template <DType dtype, std::size_t Streams, typename Input>
+template <DType dtype, std::size_t Streams, std::size_t Rows = tile_rows, typename Input>
 void strided_products(const Input* x, std::size_t rows, std::size_t in, const std::byte* weight, float* out,
                       std::size_t out_stride, std::size_t begin, std::size_t end) {
     const std::size_t weight_stride = in * dtype_size(dtype);
     const std::size_t part = (end - begin) / Streams;
     for (std::size_t o = begin; o < begin + part; ++o) {
-        dot_tile_upto<dtype, tile_rows, Streams, true>(rows, Streams, x, in, weight + o * weight_stride,
-                                                       part * weight_stride, in, out + o, out_stride, part);
+        dot_tile_upto<dtype, Rows, Streams, true>(rows, Streams, x, in, weight + o * weight_stride,
+                                                  part * weight_stride, in, out + o, out_stride, part);
     }
     const std::size_t done = begin + part * Streams;
     panel_tiles<dtype>(x, rows, in, weight + done * weight_stride, weight_stride, end - done, out + done, out_stride);
@@ -278,7 +289,8 @@ void strided_products(const Input* x, std::size_t rows, std::size_t in, const st
 // rows (a band of 1 or 2 reads no faster and leaves more rows for L2). Measured on Zen 5
 // with the SmolLM2-135M shape on one thread, whole decode steps: 6, 7 and 8 rows as 3 + 3,
 // 3 + 4 and 3 + 5 rows about 3% faster than 5 + 1, 5 + 2 and 5 + 3; 9 rows as 4 + 5, 2.5%;
-// two threads, 8 rows: the same speed.
+// two threads, 8 rows: the same speed. (In portable mode with 32 registers, 6 to 8 rows
+// take one band of taller tiles instead: see one_band_rows.)
 inline constexpr std::size_t light_first_band = 3;
 
 inline std::size_t first_band_rows(std::size_t rows) noexcept {
@@ -310,6 +322,11 @@ void row_products(const Input* x, std::size_t rows, std::size_t in, const std::b
     const std::size_t weight_stride = in * element;
     // Decoding: each weight is read once, widened in registers.
     if (rows <= decode_rows) return strided_products<dtype, decode_streams>(x, rows, in, weight, out, out_stride, begin, end);
+    if constexpr (one_band_rows > tile_rows && std::is_same_v<Input, float>) {
+        if (rows > tile_rows && rows <= one_band_rows) {
+            return strided_products<dtype, one_band_columns, one_band_rows>(x, rows, in, weight, out, out_stride, begin, end);
+        }
+    }
     // bf16 activations use the stored panels as they are, for any number of rows (measured
     // on Zen 5: 1.1x faster than the f32 layout below at 128 rows, 1.5x at 20).
     if constexpr (!std::is_same_v<Input, float>) {
