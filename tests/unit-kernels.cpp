@@ -216,6 +216,21 @@ TEST_CASE("kernels: rmsnorm and softmax match a double-precision reference", "[k
     double total = 0;
     for (float v : x) total += std::exp(double(v));
     for (std::size_t i = 0; i < dim; ++i) CHECK(probabilities[i] == Approx(std::exp(double(x[i])) / total).epsilon(1e-5));
+
+    // With room past the values the last ones go through a whole register: the same bits,
+    // and nothing written past the room.
+    for (std::size_t n = 1; n <= 40; ++n) {
+        std::vector<float> expected(x.begin(), x.begin() + n);
+        loom::kernels::softmax(expected.data(), n);
+        for (std::size_t room = n; room <= n + 17; ++room) {
+            std::vector<float> padded(room + 1, -7.0f);
+            std::copy_n(x.begin(), n, padded.begin());
+            loom::kernels::softmax(padded.data(), n, room);
+            INFO(n << " values, room for " << room);
+            CHECK(std::memcmp(padded.data(), expected.data(), n * sizeof(float)) == 0);
+            CHECK(padded[room] == -7.0f);
+        }
+    }
 }
 
 namespace {

@@ -233,7 +233,8 @@ void attend(const float* queries, const float* keys, const float* values, std::s
     const std::size_t skip = first_key - first_block_start(first_key);
     if (scores.size() < Heads * row) scores.resize(Heads * row);
     attention_scores<Heads>(queries, head_dim, keys, head_dim, first_key, position + 1, scale, scores.data(), row);
-    for (std::size_t h = 0; h < Heads; ++h) softmax(scores.data() + h * row + skip, key_count);
+    // Each row has room up to its end (whole blocks), past the keys' own scores.
+    for (std::size_t h = 0; h < Heads; ++h) softmax(scores.data() + h * row + skip, key_count, row - skip);
     weighted_values<Heads>(scores.data() + skip, row, key_count, values + first_key * kv_stride, kv_stride, head_dim, out);
 }
 

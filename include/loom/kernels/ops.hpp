@@ -46,9 +46,15 @@ inline float maximum(const float* values, std::size_t n) noexcept {
     return result;
 }
 
-// values[i] = exp_f32(values[i] - subtrahend)
-inline void exp_of_difference(float* values, float subtrahend, std::size_t n) noexcept {
-    simd::elementwise<exp_registers>(0, n, [&](std::size_t i, auto type) {
+// values[i] = exp_f32(values[i] - subtrahend) for i < n. The array has room for `room` >= n
+// values: when that reaches past the last whole register, the last few values go through
+// one more register (the values after n come out as garbage) instead of one at a time
+// through the scalar exp, which costs about ten times as much per value. Each lane gets
+// the scalar exp's bits either way.
+inline void exp_of_difference(float* values, float subtrahend, std::size_t n, std::size_t room) noexcept {
+    const std::size_t registers_end = (n + simd::width - 1) / simd::width * simd::width;
+    const std::size_t end = registers_end <= room ? registers_end : n;
+    simd::elementwise<exp_registers>(0, end, [&](std::size_t i, auto type) {
         using T = decltype(type);
         simd::store_as(values + i, exp_f32_any(simd::load_as<T>(values + i) - T(subtrahend)));
     });
@@ -147,11 +153,14 @@ inline bool all_finite(const float* values, std::size_t n) noexcept {
 
 // In-place softmax over n values: values[i] = exp_f32(values[i] - max) / sum(...), the
 // sum in reduce.hpp's fixed order.
-inline void softmax(float* values, std::size_t n) noexcept {
+// `room` >= n: the values the array has room for, which may be overwritten after n (see
+// exp_of_difference; the softmax rows of attention are padded to whole blocks of keys).
+inline void softmax(float* values, std::size_t n, std::size_t room) noexcept {
     if (n == 0) return;
-    detail::exp_of_difference(values, detail::maximum(values, n), n);
+    detail::exp_of_difference(values, detail::maximum(values, n), n, room);
     detail::divide_in_place(values, sum(values, n), n);
 }
+inline void softmax(float* values, std::size_t n) noexcept { softmax(values, n, n); }
 
 // gate[i] = silu(gate[i]) * up[i], with silu(x) = x * (1 / (1 + e^-x)) as PyTorch computes it.
 inline void silu_multiply(float* gate, const float* up, std::size_t n) noexcept {

@@ -58,7 +58,7 @@ inline Loss cross_entropy(float* logits, std::size_t rows, std::size_t vocab, st
             }
             const float largest = kernels::detail::maximum(values, vocab);
             const float target_margin = values[target] - largest;
-            kernels::detail::exp_of_difference(values, largest, vocab);
+            kernels::detail::exp_of_difference(values, largest, vocab, vocab);
             const float total = kernels::sum(values, vocab);
             row_losses[row] = kernels::log_f64(double(total)) - double(target_margin);
             if (!gradient) continue;
