@@ -246,7 +246,8 @@ void panel_tiles(const Input* x, std::size_t rows, std::size_t in, const std::by
                  std::span<const std::byte> ahead = {}) {
     constexpr std::size_t line = 64;
     const std::size_t tiles = (panel_columns + tile_columns - 1) / tile_columns * ((rows + tile_rows - 1) / tile_rows);
-    const std::size_t lines_per_tile = (ahead.size() / line + tiles) / tiles;
+    const std::size_t lines = (ahead.size() + line - 1) / line;
+    const std::size_t lines_per_tile = tiles == 0 ? 0 : (lines + tiles - 1) / tiles;
     std::size_t prefetched = 0;
     for (std::size_t c = 0; c < panel_columns; c += tile_columns) {
         const std::size_t columns = std::min(tile_columns, panel_columns - c);
