@@ -55,8 +55,8 @@ inline constexpr std::size_t decode_rows = 1;
 // Up to this many rows (a few sequences decoding together), with 32 registers: one band of
 // tall tiles reads the weights from memory for all the rows at once, rather than a first
 // band from memory and one from L2 (measured on Zen 5, SmolLM2-135M bf16, 6-8 rows:
-// 1.06-1.10x faster on one thread, 1.04-1.10x on two). Portable mode only: the native-fast
-// bf16 tiles were not measured this way.
+// 1.06-1.10x faster on one thread, 1.04-1.10x on two). Not for the native-fast bf16 tiles
+// (activations rounded to bf16), which were not measured this way.
 inline constexpr std::size_t one_band_rows = simd::parts == 1 ? 8 : 0;
 inline constexpr std::size_t one_band_columns = 3;
 
