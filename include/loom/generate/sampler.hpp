@@ -5,6 +5,8 @@
 // The OpenAI API's presence and frequency penalties come first of all; they count only
 // generated tokens (a chat prompt repeats its template tokens, end-of-turn included).
 #include <algorithm>
+#include <functional>
+#include <limits>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -55,54 +57,115 @@ public:
         apply_repeat_penalty(history);
         if (options_.temperature == 0.0f) return int(kernels::argmax(scores_.data(), scores_.size()));
 
-        candidates_.clear();
-        for (std::size_t id = 0; id < scores_.size(); ++id) {
-            candidates_.push_back({scores_[id] / options_.temperature, int(id)});
+        // The filters below each keep a prefix of the tokens ordered by descending score
+        // (ascending id on ties), so what they keep is a test on a token, made without
+        // sorting the vocabulary: top-k finds its k-th score with a small heap, and top-p
+        // sorts only the few tokens that can hold its mass.
+        for (float& score : scores_) score = score / options_.temperature;
+        const std::size_t n = scores_.size();
+        const float top = kernels::detail::maximum(scores_.data(), n);
+        const bool limited = options_.top_k != 0 && options_.top_k < n;
+        // Weights relative to the most likely token (exp(0) = 1), of the top-k tokens only.
+        if (limited) {
+            const float kth_score = kth_largest_score(options_.top_k);
+            top_k_.clear();
+            weights_.resize(n);
+            for (std::size_t id = 0; id < n; ++id) {
+                if (scores_[id] < kth_score) continue;  // tokens tied with the k-th stay, as in Hugging Face
+                top_k_.push_back(id);
+                weights_[id] = kernels::exp_f32(scores_[id] - top);
+            }
+        } else {
+            weights_.assign(scores_.begin(), scores_.end());
+            kernels::detail::exp_of_difference(weights_.data(), top, n, n);
         }
-        const std::size_t keep = options_.top_k ? std::min(options_.top_k, candidates_.size()) : candidates_.size();
-        // Descending score, ascending id on ties: a total order, so the result is reproducible.
-        auto before = [](const Candidate& a, const Candidate& b) {
-            return a.score != b.score ? a.score > b.score : a.id < b.id;
+        auto each_in_top_k = [&](auto&& visit) {
+            if (limited) {
+                for (std::size_t id : top_k_) visit(id);
+            } else {
+                for (std::size_t id = 0; id < n; ++id) visit(id);
+            }
         };
-        std::partial_sort(candidates_.begin(), candidates_.begin() + std::ptrdiff_t(keep), candidates_.end(), before);
-        // Tokens tied with the k-th stay too, as in Hugging Face's TopKLogitsWarper.
-        const float threshold = candidates_[keep - 1].score;
-        const auto tied_end = std::partition(candidates_.begin() + std::ptrdiff_t(keep), candidates_.end(),
-                                             [threshold](const Candidate& c) { return c.score == threshold; });
-        std::sort(candidates_.begin() + std::ptrdiff_t(keep), tied_end, before);
-        candidates_.erase(tied_end, candidates_.end());
+        const Boundary nucleus = options_.top_p < 1.0f ? top_p_boundary(each_in_top_k) : Boundary::everything();
+        // min-p: at least min_p times the most likely token's probability, i.e. its weight.
+        auto kept = [&](std::size_t id) { return weights_[id] >= options_.min_p && nucleus.keeps(scores_[id], id); };
 
-        to_probabilities();
-        std::size_t count = candidates_.size();
-        if (options_.top_p < 1.0f) {
-            // Keep the smallest prefix whose probability mass reaches top_p (at least one token).
-            double mass = 0.0;
-            std::size_t i = 0;
-            while (i < count && mass < double(options_.top_p)) mass += candidates_[i++].probability;
-            count = std::max<std::size_t>(i, 1);
-        }
-        if (options_.min_p > 0.0f) {
-            const double floor = double(options_.min_p) * candidates_[0].probability;
-            std::size_t i = 1;
-            while (i < count && candidates_[i].probability >= floor) ++i;
-            count = i;
-        }
         double total = 0.0;
-        for (std::size_t i = 0; i < count; ++i) total += candidates_[i].probability;
+        each_in_top_k([&](std::size_t id) {
+            if (kept(id)) total += double(weights_[id]);
+        });
         double target = random_.uniform() * total;
-        for (std::size_t i = 0; i < count; ++i) {
-            target -= candidates_[i].probability;
-            if (target < 0.0) return candidates_[i].id;
-        }
-        return candidates_[count - 1].id;
+        int chosen = -1;
+        each_in_top_k([&](std::size_t id) {
+            if (target < 0.0 || !kept(id)) return;
+            chosen = int(id);
+            target -= double(weights_[id]);
+        });
+        return chosen;
     }
 
 private:
-    struct Candidate {
+    // The last token a filter keeps in the order of descending score, ascending id.
+    struct Boundary {
         float score;
-        int id;
-        double probability = 0.0;
+        std::size_t id;
+        static Boundary everything() noexcept {
+            return {-std::numeric_limits<float>::infinity(), std::numeric_limits<std::size_t>::max()};
+        }
+        bool keeps(float other_score, std::size_t other_id) const noexcept {
+            return other_score > score || (other_score == score && other_id <= id);
+        }
     };
+
+    // Whether token a comes before token b: descending score, ascending id on ties (a total
+    // order, so the result is reproducible).
+    bool before(std::size_t a, std::size_t b) const noexcept {
+        return scores_[a] != scores_[b] ? scores_[a] > scores_[b] : a < b;
+    }
+
+    // The k-th largest score, k < vocabulary: a min-heap of the k largest seen so far, which
+    // most scores leave at one comparison.
+    float kth_largest_score(std::size_t k) {
+        heap_.assign(scores_.begin(), scores_.begin() + std::ptrdiff_t(k));
+        std::make_heap(heap_.begin(), heap_.end(), std::greater<float>());
+        for (std::size_t id = k; id < scores_.size(); ++id) {
+            if (scores_[id] <= heap_.front()) continue;
+            std::pop_heap(heap_.begin(), heap_.end(), std::greater<float>());
+            heap_.back() = scores_[id];
+            std::push_heap(heap_.begin(), heap_.end(), std::greater<float>());
+        }
+        return heap_.front();
+    }
+
+    // The smallest prefix of the top-k tokens, in order, whose probability mass (normalised
+    // over them) reaches top_p, at least one token. The prefix lies among the tokens of weight
+    // >= floor for any floor whose tokens hold that mass, so only those are sorted; the floor
+    // starts at 2^-10 of the most likely token's weight and drops.
+    template <typename EachInTopK>
+    Boundary top_p_boundary(const EachInTopK& each_in_top_k) {
+        double total = 0.0;
+        each_in_top_k([&](std::size_t id) { total += double(weights_[id]); });
+        const double wanted = double(options_.top_p) * total;
+        for (float floor = 0x1p-10f;; floor = floor > 0x1p-60f ? floor * 0x1p-10f : 0.0f) {
+            double mass = 0.0;
+            each_in_top_k([&](std::size_t id) {
+                if (weights_[id] >= floor) mass += double(weights_[id]);
+            });
+            if (mass < wanted && floor > 0.0f) continue;
+            order_.clear();
+            each_in_top_k([&](std::size_t id) {
+                if (weights_[id] >= floor) order_.push_back(id);
+            });
+            std::sort(order_.begin(), order_.end(), [&](std::size_t a, std::size_t b) { return before(a, b); });
+            double prefix = 0.0;
+            for (std::size_t id : order_) {
+                prefix += double(weights_[id]) / total;
+                if (prefix >= double(options_.top_p)) return {scores_[id], id};
+            }
+            // Rounding left the sorted sum short of the mass: with every token, keep them all.
+            if (floor == 0.0f) return Boundary::everything();
+        }
+    }
 
     bool penalises_repeats() const noexcept { return options_.repeat_penalty != 1.0f; }
     bool penalises_occurrences() const noexcept {
@@ -131,21 +194,10 @@ private:
         }
     }
 
-    // Softmax over the kept candidates, in their sorted order, with our own exp.
-    void to_probabilities() {
-        const double maximum = candidates_[0].score;
-        double total = 0.0;
-        for (Candidate& candidate : candidates_) {
-            candidate.probability = kernels::exp_f64(double(candidate.score) - maximum);
-            total += candidate.probability;
-        }
-        for (Candidate& candidate : candidates_) candidate.probability /= total;
-    }
-
     SamplingOptions options_;
     Random random_;
-    std::vector<float> scores_;
-    std::vector<Candidate> candidates_;
+    std::vector<float> scores_, weights_, heap_;
+    std::vector<std::size_t> top_k_, order_;
     std::unordered_set<int> seen_;
     std::map<int, std::size_t> counts_;
 };
