@@ -20,7 +20,7 @@ namespace {
 
 constexpr const char* usage =
     "usage: loom_bench_serve [--threads a,b] [--streams a,b,c] [--prompt-tokens N] [--new-tokens N]\n"
-    "                        [--repetitions N] [--preset NAME]\n"
+    "                        [--repetitions N] [--preset NAME] [--temperature T] [--top-p P]\n"
     "\n"
     "  --threads        model thread counts, each measured in turn (default: 1 and all cores)\n"
     "  --streams        concurrent stream counts (default 1,4,8)\n"
@@ -28,7 +28,10 @@ constexpr const char* usage =
     "  --new-tokens     tokens each stream generates (default 128)\n"
     "  --repetitions    runs per stream count, taken in turns (1, 4, 8, 1, 4, 8, ...); the table gives\n"
     "                   the mean speed, as llama-bench's -r (default 3)\n"
-    "  --preset         model shape (default smollm2-135m)\n";
+    "  --preset         model shape (default smollm2-135m)\n"
+    "  --temperature    sampling temperature of every stream (default 0: greedy); each stream has\n"
+    "                   its own seed. Sampling runs between steps, so it shows in the wall time\n"
+    "  --top-p          nucleus sampling with temperature > 0 (default 1: off)\n";
 
 struct Options {
     std::vector<std::size_t> threads = loom_bench::one_and_all_cores();
@@ -37,6 +40,7 @@ struct Options {
     std::size_t new_tokens = 128;
     std::size_t repetitions = 3;
     std::string preset = "smollm2-135m";
+    loom::generate::SamplingOptions sampling;  // greedy unless --temperature
 };
 
 Options parse(int argc, char** argv) {
@@ -50,9 +54,12 @@ Options parse(int argc, char** argv) {
         else if (flag == "--preset") options.preset = value;
         else if (flag == "--repetitions") options.repetitions = parse_at_least(flag, value, 1);
         else if (flag == "--streams") options.streams = parse_counts(flag, value, 1);
+        else if (flag == "--temperature") options.sampling.temperature = loom::generate::detail::parse_float(flag, value);
+        else if (flag == "--top-p") options.sampling.top_p = loom::generate::detail::parse_float(flag, value);
         else return false;
         return true;
     });
+    options.sampling.validate();
     return options;
 }
 
@@ -63,7 +70,8 @@ loom::serve::CompletionRequest make_request(const Options& options, std::size_t 
     const std::size_t spread = std::min<std::size_t>(40000, vocab_size - 1);
     for (std::size_t t = 0; t < options.prompt_tokens; ++t) request.prompt.push_back(int((t * 7919 + index * 104729) % spread + 1));
     request.max_tokens = new_tokens;
-    request.sampling.temperature = 0.0f;
+    request.sampling = options.sampling;
+    request.sampling.seed = index;
     return request;
 }
 
@@ -160,8 +168,13 @@ int main(int argc, char** argv) {
         const std::size_t most_streams = *std::max_element(options.streams.begin(), options.streams.end());
 
         loom_bench::print_machine();
-        std::printf("model: %s shape, bf16; %zu-token prompts, %zu new tokens per stream (greedy); speeds are means of %zu runs\n",
-                options.preset.c_str(), options.prompt_tokens, options.new_tokens, options.repetitions);
+        char sampling[64] = "greedy";
+        if (options.sampling.temperature != 0.0f) {
+            std::snprintf(sampling, sizeof sampling, "temperature %g, top-p %g", double(options.sampling.temperature),
+                          double(options.sampling.top_p));
+        }
+        std::printf("model: %s shape, bf16; %zu-token prompts, %zu new tokens per stream (%s); speeds are means of %zu runs\n",
+                    options.preset.c_str(), options.prompt_tokens, options.new_tokens, sampling, options.repetitions);
         for (const std::size_t threads : options.threads) run(model, options, threads);
         return 0;
     } catch (const std::exception& failure) {
