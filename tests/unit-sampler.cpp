@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <vector>
 
@@ -206,4 +207,14 @@ TEST_CASE("sampler: top-p finds a nucleus of many unlikely tokens beside a likel
         largest = std::max(largest, id);
     }
     CHECK(largest > expected.rbegin()->first - 100);  // the draws reach the nucleus's last tokens
+}
+
+TEST_CASE("sampler: logits with no finite value are refused, not drawn from", "[sampler]") {
+    SamplingOptions options;
+    options.temperature = 1.0f;
+    Sampler sampler(options);
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    CHECK_THROWS_WITH(sampler.sample(std::vector<float>{nan, nan, nan}, {}), Catch::Contains("no logit is a finite number"));
+    const float infinity = std::numeric_limits<float>::infinity();
+    CHECK_THROWS_WITH(sampler.sample(std::vector<float>{infinity, infinity}, {}), Catch::Contains("no logit is a finite number"));
 }

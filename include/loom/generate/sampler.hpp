@@ -101,6 +101,8 @@ public:
             chosen = int(id);
             target -= double(weights_[id]);
         });
+        // The most likely token is always kept (weight 1), unless no score is a number.
+        if (chosen < 0) throw argument_error("cannot sample: no logit is a finite number");
         return chosen;
     }
 
