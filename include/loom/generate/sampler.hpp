@@ -150,14 +150,13 @@ private:
         const double wanted = double(options_.top_p) * total;
         for (float floor = 0x1p-10f;; floor = floor > 0x1p-60f ? floor * 0x1p-10f : 0.0f) {
             double mass = 0.0;
-            each_in_top_k([&](std::size_t id) {
-                if (weights_[id] >= floor) mass += double(weights_[id]);
-            });
-            if (mass < wanted && floor > 0.0f) continue;
             order_.clear();
             each_in_top_k([&](std::size_t id) {
-                if (weights_[id] >= floor) order_.push_back(id);
+                if (weights_[id] < floor) return;
+                mass += double(weights_[id]);
+                order_.push_back(id);
             });
+            if (mass < wanted && floor > 0.0f) continue;
             std::sort(order_.begin(), order_.end(), [&](std::size_t a, std::size_t b) { return before(a, b); });
             double prefix = 0.0;
             for (std::size_t id : order_) {
