@@ -40,7 +40,7 @@ async function eventually(check, ms, what) {
 const chat = (url, body, headers) => postJson(`${url}/v1/chat/completions`, { messages: [{ role: 'user', content: 'Hi' }], ...body }, headers);
 const longStream = (url, signal) => fetch(`${url}/v1/completions`, {
   method: 'POST', signal, headers: { 'content-type': 'application/json' },
-  body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 4000, stream: true, temperature: 0 }),
+  body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 8000, stream: true, temperature: 0 }),
 });
 
 test('malformed JSON, wrong types, wrong values, unknown model and endpoint: 400/404/405 with a message', async () => {
