@@ -290,6 +290,11 @@ TEST_CASE("kernels: attention follows its documented order for every head groupi
         {AttentionShape{4, 2, 128, 7}, 20, 13},  // sliding window of 7
         {AttentionShape{4, 2, 128, 7}, 33, 1},   // decoding in a sliding window
         {AttentionShape{6, 2, 32, 5}, 0, 21},    // sliding window from position 0
+        // Rows of many key blocks, scored as two halves side by side (and a last odd block):
+        {AttentionShape{9, 3, 64, 0}, 200, 1},    // a decoding step at position 200 (13 blocks)
+        {AttentionShape{14, 2, 64, 0}, 90, 3},    // groups of 7 over 6 blocks
+        {AttentionShape{4, 4, 20, 0}, 70, 2},     // one head per kv head: 2 blocks per run, 5 blocks
+        {AttentionShape{4, 2, 128, 40}, 100, 1},  // a window of 40 starting inside block 3
     };
     for (const AttentionCase& c : cases) {
         const auto& shape = c.shape;
