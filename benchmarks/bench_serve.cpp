@@ -1,7 +1,8 @@
 // Continuous batching on the SmolLM2-135M shape (bf16, synthetic weights, no end-of-
 // sequence token so every stream runs to its limit): aggregate decode speed with 1, 4
 // and 8 concurrent streams, and a new request's time to first token on an idle server
-// and while 8 streams decode. It drives serve::Engine, the scheduler loom_serve runs,
+// and while 8 streams decode; then the time to first token of a long prompt whose start a
+// kept KV cache holds (a conversation's next turn). It drives serve::Engine, the scheduler loom_serve runs,
 // in-process, so the figures are the engine's and not the HTTP stack's. See --help.
 #include <algorithm>
 #include <chrono>
@@ -93,6 +94,9 @@ void run(const loom::models::LoadedModel& model, const Options& options, std::si
     loom::serve::EngineOptions engine_options;
     engine_options.slots = most_streams + 1;  // room for the TTFT probe beside the streams
     engine_options.threads = threads;
+    // Every prompt runs in full: the streams of each repetition and the probes repeat their
+    // prompts, which a kept cache would otherwise hold.
+    engine_options.prompt_cache = false;
     loom::serve::Engine engine(model, nullptr, engine_options);
     const std::size_t vocab_size = model.config().vocab_size;
     // Warm-up, as llama-bench's: every slot serves one request of the measured size, so the
@@ -156,6 +160,35 @@ void run(const loom::models::LoadedModel& model, const Options& options, std::si
                 options.prompt_tokens, idle, most_streams, busy, busy_ttft.size(), idle > 0 ? busy / idle : 0.0);
 }
 
+// Time to first token of a long prompt run in full, and of the same length as the next turn
+// of a conversation whose earlier part a finished request's KV cache holds.
+void run_prompt_cache(const loom::models::LoadedModel& model, const Options& options, std::size_t threads) {
+    constexpr std::size_t conversation = 512, turn = 16;
+    loom::serve::EngineOptions engine_options;
+    engine_options.slots = 1;
+    engine_options.threads = threads;
+    loom::serve::Engine engine(model, nullptr, engine_options);
+    const std::size_t vocab_size = model.config().vocab_size;
+    Options earlier = options, whole = options;
+    earlier.prompt_tokens = conversation - turn;
+    whole.prompt_tokens = conversation;
+    std::vector<double> full, next;
+    std::size_t cached = 0;
+    for (std::size_t i = 0; i < 5; ++i) {
+        full.push_back(finish(*engine.submit(make_request(whole, vocab_size, 300 + i, 1))).time_to_first_token_ms);
+        loom::serve::CompletionRequest request = make_request(earlier, vocab_size, 400 + i, 1);
+        finish(*engine.submit(request));
+        for (std::size_t t = 0; t < turn; ++t) request.prompt.push_back(int(t + 1));
+        const loom::generate::Timings timings = finish(*engine.submit(request));
+        next.push_back(timings.time_to_first_token_ms);
+        cached = timings.cached_prompt_tokens;
+    }
+    std::printf("time to first token of a %zu-token prompt, %zu thread%s: %.1f ms run in full, %.1f ms as the next %zu "
+                "tokens of a conversation in a kept cache (%zu tokens cached; medians of 5)\n",
+                conversation, threads, threads == 1 ? "" : "s", loom_bench::median(full), loom_bench::median(next), turn,
+                cached);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -176,6 +209,8 @@ int main(int argc, char** argv) {
         std::printf("model: %s shape, bf16; %zu-token prompts, %zu new tokens per stream (%s); speeds are means of %zu runs\n",
                     options.preset.c_str(), options.prompt_tokens, options.new_tokens, sampling, options.repetitions);
         for (const std::size_t threads : options.threads) run(model, options, threads);
+        std::printf("\n");
+        for (const std::size_t threads : options.threads) run_prompt_cache(model, options, threads);
         return 0;
     } catch (const std::exception& failure) {
         std::fprintf(stderr, "loom_bench_serve: error: %s\n", failure.what());

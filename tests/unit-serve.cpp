@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -120,6 +121,86 @@ TEST_CASE("serve: batched requests get the plain generator's tokens, whatever ru
         CHECK(outcome.tokens == expected[i]);
     }
     CHECK(one_slot.stats().caches_reused == requests.size() - 1);
+}
+
+TEST_CASE("serve: a prompt starts from the longest start a kept cache holds, with the same tokens", "[serve][batch][determinism]") {
+    const auto& model = shared_model();
+    loom::ThreadPool pool(1);
+    auto expected_for = [&](const CompletionRequest& request) {
+        loom::generate::GenerateOptions options;
+        options.max_tokens = request.max_tokens;
+        options.sampling = request.sampling;
+        options.eos_token_ids = model.eos_token_ids();
+        return loom::generate::generate(*model.network, request.prompt, options, pool).ids;
+    };
+    std::vector<int> first_prompt;
+    for (int t = 0; t < 20; ++t) first_prompt.push_back((t * 37 + 11) % 250 + 1);
+    const CompletionRequest first = request_for(first_prompt, 10, 0.0f, 1);
+    const std::vector<int> first_reply = expected_for(first);
+    REQUIRE(first_reply.size() >= 6);
+    // A chat's next turn: the first prompt, part of its reply (the cache holds every reply
+    // token but the last), then new tokens.
+    std::vector<int> next_turn = first_prompt;
+    next_turn.insert(next_turn.end(), first_reply.begin(), first_reply.begin() + 5);
+    for (int extra : {7, 8, 9}) next_turn.push_back(first_reply[5] == 7 ? extra + 1 : extra);
+    std::vector<int> unrelated = first_prompt;
+    unrelated[0] = first_prompt[0] + 1;
+    // What each request finds cached: nothing; the first prompt and 5 reply tokens; the
+    // same prompt, all but the last token (its logits choose the first new token); nothing.
+    const std::vector<CompletionRequest> requests = {first, request_for(next_turn, 8, 0.8f, 2),
+                                                     request_for(first_prompt, 6, 0.7f, 3), request_for(unrelated, 6, 0.0f, 4)};
+    const std::vector<std::size_t> cached = {0, 25, 19, 0};
+
+    for (const bool prompt_cache : {true, false}) {
+        for (const std::size_t threads : {1, 2}) {
+            EngineOptions options;
+            options.slots = 2;
+            options.threads = threads;
+            options.prompt_cache = prompt_cache;
+            Engine engine(model, nullptr, options);
+            std::size_t prompt_tokens = 0, cached_tokens = 0;
+            for (std::size_t i = 0; i < requests.size(); ++i) {
+                INFO("prompt cache " << prompt_cache << ", threads " << threads << ", request " << i);
+                const Outcome outcome = collect(*engine.submit(requests[i]));
+                REQUIRE(outcome.last.kind == EventKind::finished);
+                CHECK(outcome.tokens == expected_for(requests[i]));
+                const std::size_t expected_cached = prompt_cache ? cached[i] : 0;
+                CHECK(outcome.last.timings.prompt_tokens == requests[i].prompt.size());
+                CHECK(outcome.last.timings.cached_prompt_tokens == expected_cached);
+                CHECK(outcome.last.timings.evaluated_prompt_tokens() == requests[i].prompt.size() - expected_cached);
+                prompt_tokens += requests[i].prompt.size() - expected_cached;
+                cached_tokens += expected_cached;
+            }
+            const auto stats = engine.stats();
+            CHECK(stats.prompt_tokens == prompt_tokens);
+            CHECK(stats.prompt_tokens_cached == cached_tokens);
+        }
+    }
+}
+
+TEST_CASE("serve: a training run leaves no kept cache to start from", "[serve][train]") {
+    Engine engine(shared_model(), nullptr, EngineOptions{});
+    std::vector<int> prompt;
+    for (int t = 0; t < 12; ++t) prompt.push_back(t * 13 % 200 + 3);
+    REQUIRE(collect(*engine.submit(request_for(prompt, 4, 0.0f, 0))).last.kind == EventKind::finished);
+    const Outcome again = collect(*engine.submit(request_for(prompt, 4, 0.0f, 0)));
+    CHECK(again.last.timings.cached_prompt_tokens == prompt.size() - 1);
+
+    loom::serve::TrainingRequest training;
+    training.tokens = prompt;
+    training.steps = 1;
+    const auto run = engine.submit_training(training);
+    std::optional<Event> event;
+    do {
+        event = run->next_event(std::chrono::seconds(60));
+        REQUIRE(event);
+    } while (!event->ends_job());
+    REQUIRE(event->kind == EventKind::finished);
+    // The weights changed: keys and values from before the run are not what they give now.
+    const Outcome after = collect(*engine.submit(request_for(prompt, 4, 0.0f, 0)));
+    REQUIRE(after.last.kind == EventKind::finished);
+    CHECK(after.last.timings.cached_prompt_tokens == 0);
+    CHECK(engine.stats().prompt_tokens_cached == prompt.size() - 1);
 }
 
 TEST_CASE("serve: a cancelled job frees its slot for the next request", "[serve]") {

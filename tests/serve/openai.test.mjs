@@ -58,7 +58,13 @@ test('chat completion streams: role first, stable id/created/model, finish_reaso
   assert.equal(whole.choices[0].message.role, 'assistant');
   assert.equal(whole.choices[0].message.content, text);
   assert.equal(whole.choices[0].finish_reason, 'length');
-  assert.deepEqual(whole.usage, usage.usage);
+  const counts = ({ prompt_tokens, completion_tokens, total_tokens }) => ({ prompt_tokens, completion_tokens, total_tokens });
+  assert.deepEqual(counts(whole.usage), counts(usage.usage));
+  // The same prompt again: all of it but the last token comes from the kept KV cache, and
+  // the text is the same.
+  assert.equal(whole.usage.prompt_tokens_details.cached_tokens, whole.usage.prompt_tokens - 1);
+  assert.equal(whole.timings.cache_n, whole.usage.prompt_tokens - 1);
+  assert.equal(whole.timings.prompt_n, 1);
 });
 
 test('the .stream() helper and finalChatCompletion()', async () => {

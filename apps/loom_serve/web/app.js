@@ -240,7 +240,8 @@
     const t = s.timings;
     if (t) {
       const prefill = Number.isFinite(t.prompt_per_second) ? fmt(t.prompt_per_second, 1) : '–';
-      add('tok/s prefill' + (Number.isFinite(t.prompt_n) ? ' (' + t.prompt_n + ' prompt tokens)' : ''), prefill);
+      const cached = Number.isFinite(t.cache_n) && t.cache_n > 0 ? ', ' + t.cache_n + ' cached' : '';
+      add('tok/s prefill' + (Number.isFinite(t.prompt_n) ? ' (' + t.prompt_n + ' prompt tokens' + cached + ')' : ''), prefill);
       add('tok/s decode', Number.isFinite(t.predicted_per_second) ? fmt(t.predicted_per_second, 1) : '–');
       if (Number.isFinite(t.time_to_first_token_ms)) add('ms to first token', fmt(t.time_to_first_token_ms, 0));
     }

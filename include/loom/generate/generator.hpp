@@ -34,13 +34,15 @@ inline const char* finish_reason_name(FinishReason reason) noexcept {
 
 struct Timings {
     std::size_t prompt_tokens = 0;
+    std::size_t cached_prompt_tokens = 0;   // of those, found in a kept KV cache, not run again
     std::size_t generated_tokens = 0;
     double prefill_seconds = 0.0;           // prompt forward pass
     double time_to_first_token_ms = 0.0;    // prefill + choosing the first token
     double decode_seconds = 0.0;            // every step after the first token
 
+    std::size_t evaluated_prompt_tokens() const noexcept { return prompt_tokens - cached_prompt_tokens; }
     double prefill_tokens_per_second() const noexcept {
-        return prefill_seconds > 0 ? double(prompt_tokens) / prefill_seconds : 0.0;
+        return prefill_seconds > 0 ? double(evaluated_prompt_tokens()) / prefill_seconds : 0.0;
     }
     // Tokens after the first, over the time spent producing them.
     double decode_tokens_per_second() const noexcept {

@@ -77,6 +77,26 @@ public:
     const float* values(std::size_t layer) const noexcept { return values_[layer].get(); }
     float* values(std::size_t layer) noexcept { return values_[layer].get(); }
 
+    // A cache of `capacity` positions of the same shape holding this one's first `positions`
+    // (a longer sequence that starts with them).
+    KVCache with_capacity(std::size_t capacity, std::size_t positions) const {
+        if (positions > length_ || positions > capacity) {
+            throw argument_error("KV cache: cannot keep " + std::to_string(positions) + " positions (" +
+                                 std::to_string(length_) + " stored, new capacity " + std::to_string(capacity) + ")");
+        }
+        KVCache larger(layers(), capacity, kv_heads_, head_dim_);
+        const std::size_t head_floats = (positions + key_block - 1) / key_block * key_block_floats();
+        for (std::size_t layer = 0; layer < layers(); ++layer) {
+            for (std::size_t h = 0; h < kv_heads_; ++h) {
+                std::copy_n(keys(layer) + h * key_blocks() * key_block_floats(), head_floats,
+                            larger.keys(layer) + h * larger.key_blocks() * key_block_floats());
+            }
+            std::copy_n(values(layer), positions * row_size_, larger.values(layer));
+        }
+        larger.length_ = positions;
+        return larger;
+    }
+
     void advance(std::size_t tokens) noexcept { length_ += tokens; }
     // Forget positions from `length` on (e.g. to reuse a common prompt prefix).
     void truncate(std::size_t length) {

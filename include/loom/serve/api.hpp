@@ -126,11 +126,13 @@ private:
     const json& body_;
 };
 
-// Server-side timings, reported in the last event of every stream.
+// Server-side timings, reported in the last event of every stream. As in llama.cpp's server,
+// prompt_n counts the prompt tokens run and cache_n those found in a kept KV cache.
 inline json timings_json(const generate::Timings& timings) {
     const double prompt_ms = timings.prefill_seconds * 1000.0, predicted_ms = timings.decode_seconds * 1000.0;
     return {
-        {"prompt_n", timings.prompt_tokens},
+        {"cache_n", timings.cached_prompt_tokens},
+        {"prompt_n", timings.evaluated_prompt_tokens()},
         {"prompt_ms", prompt_ms},
         {"prompt_per_second", timings.prefill_tokens_per_second()},
         {"predicted_n", timings.generated_tokens},

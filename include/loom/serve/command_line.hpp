@@ -38,6 +38,7 @@ struct ServeCommand {
     std::string api_key;
     std::string cors_origin = "*";
     bool training = true;
+    bool prompt_cache = true;
     std::size_t train_wait_seconds = 30;
     FileAccess weights = FileAccess::read;
     bool help = false;
@@ -47,7 +48,7 @@ inline const char* serve_usage() {
     return "usage: loom_serve [--model DIR|Org/Name] [--host ADDR] [--port N] [--threads N] [--parallel N]\n"
            "                  [--ctx-size N] [--api-key KEY] [--cors-origin ORIGIN] [--alias NAME]\n"
            "                  [--queue N] [--batch-size N] [--timeout SECONDS] [--body-limit BYTES]\n"
-           "                  [--no-train] [--train-wait SECONDS] [--mmap]\n"
+           "                  [--no-train] [--train-wait SECONDS] [--no-prompt-cache] [--mmap]\n"
            "\n"
            "  --model        a model folder or an Org/Name id in the Hugging Face cache; without it, the\n"
            "                 small built-in model (token ids only: it has no tokenizer)\n"
@@ -67,6 +68,8 @@ inline const char* serve_usage() {
            "  --no-train     refuse POST /api/train (403); by default it trains the served weights in memory\n"
            "                 (an f32 copy, made on the first run) and later requests use them\n"
            "  --train-wait   seconds a generation request waits for a training run; beyond, 503 (default 30)\n"
+           "  --no-prompt-cache  run every prompt in full; by default a prompt starts from the longest start\n"
+           "                 of it that a finished request's KV cache holds (the same tokens either way)\n"
            "  --mmap         map the weight files instead of reading them into memory: starts at once and\n"
            "                 shares the page cache, but decoding may be less steady (docs/performance.md)\n";
 }
@@ -86,6 +89,10 @@ inline ServeCommand parse_serve_arguments(const std::vector<std::string>& argume
         }
         if (flag == "--no-train") {
             command.training = false;
+            continue;
+        }
+        if (flag == "--no-prompt-cache") {
+            command.prompt_cache = false;
             continue;
         }
         if (flag == "--mmap") {
@@ -157,6 +164,7 @@ inline int run_serve(const std::vector<std::string>& arguments, const StaticAsse
         engine_options.prefill_chunk = command.batch;
         engine_options.timeout = std::chrono::seconds(command.timeout_seconds);
         engine_options.training = command.training;
+        engine_options.prompt_cache = command.prompt_cache;
         engine_options.training_wait = std::chrono::seconds(command.train_wait_seconds);
         Engine engine(model, text_tokenizer.get(), engine_options);
 

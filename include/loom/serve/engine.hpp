@@ -21,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -124,6 +125,10 @@ struct EngineOptions {
     std::chrono::milliseconds timeout{std::chrono::minutes(10)};
     bool training = true;                                              // accept submit_training()
     std::chrono::milliseconds training_wait{std::chrono::seconds(30)};  // longest a request waits for training
+    // A new prompt starts from the longest prefix of it that a kept cache holds (a chat's
+    // earlier turns, a shared system prompt), as llama.cpp's server does by default. The
+    // tokens are the same either way: benchmarks of prefill turn it off.
+    bool prompt_cache = true;
 };
 
 // Counters for /metrics, read without stopping the engine.
@@ -135,7 +140,8 @@ struct EngineStats {
     std::uint64_t requests_failed = 0;
     std::uint64_t requests_cancelled = 0;
     std::uint64_t caches_reused = 0;  // requests that started in a finished request's KV cache
-    std::uint64_t prompt_tokens = 0;
+    std::uint64_t prompt_tokens = 0;         // run through the model
+    std::uint64_t prompt_tokens_cached = 0;  // found in a kept cache instead
     std::uint64_t generated_tokens = 0;
     std::uint64_t steps = 0;
     std::uint64_t training_runs = 0;
@@ -399,11 +405,16 @@ private:
         running.timings.prompt_tokens = prompt;
         try {
             const std::size_t context = prompt + std::max<std::size_t>(running.budget, 1);
-            if (take_spare_cache(running.sequence, context)) {
+            const SpareChoice spare = take_spare_cache(running.sequence, context, running.request.prompt);
+            // The last prompt token runs in any case: its logits choose the first new token.
+            const std::size_t kept = network_->restart(running.sequence, context, std::min(spare.shared_tokens, prompt - 1));
+            running.prompt_fed = kept;
+            running.timings.cached_prompt_tokens = kept;
+            {
                 std::lock_guard lock(mutex_);
-                ++stats_.caches_reused;
+                if (spare.holds) ++stats_.caches_reused;
+                stats_.prompt_tokens_cached += kept;
             }
-            network_->restart(running.sequence, context);
             running.history = running.request.prompt;
             if (tokenizer_) running.text.emplace(*tokenizer_, running.request.prompt, running.request.stop);
         } catch (const std::exception& failure) {
@@ -415,29 +426,52 @@ private:
 
     // A request that leaves hands its cache to a later one, which then writes into memory
     // the process already holds instead of taking page faults during its prompt (see
-    // Llama::restart). Up to one cache per slot is kept: what a full engine holds anyway,
-    // and what an idle one now keeps (each as large as the largest request it served).
+    // Llama::restart), and may start from the tokens it shares with this one. Up to one
+    // cache per slot is kept: what a full engine holds anyway, and what an idle one now
+    // keeps (each as large as the largest request it served).
     void keep_cache(Running& running) {
-        if (running.started && spare_sequences_.size() < options_.slots) {
-            spare_sequences_.push_back(std::move(running.sequence));
-        }
+        if (!running.started || spare_sequences_.size() >= options_.slots) return;
+        // The cache holds the tokens that were run: the prompt, then every generated token
+        // but the last (chosen, never run). A forward that failed did not advance it.
+        SpareSequence spare{std::move(running.sequence), std::move(running.history)};
+        spare.tokens.resize(options_.prompt_cache ? std::min(spare.state.cache.length(), spare.tokens.size()) : 0);
+        spare_sequences_.push_back(std::move(spare));
     }
 
-    // Moves into `sequence` the spare cache that holds `context` positions most tightly, or
-    // else the largest (Llama::restart then replaces it); true when one holds them.
-    bool take_spare_cache(models::SequenceState& sequence, std::size_t context) {
-        if (spare_sequences_.empty()) return false;
-        auto holds = [&](const models::SequenceState& spare) { return spare.cache.capacity() >= context; };
+    struct SpareChoice {
+        bool holds = false;             // the cache took `context` positions as it was
+        std::size_t shared_tokens = 0;  // leading prompt tokens its positions hold
+    };
+
+    // Moves into `sequence` the spare cache whose positions share the longest start with
+    // `prompt` (Llama::restart keeps those, in larger buffers if need be); among equals, the
+    // one that holds `context` positions most tightly, else the largest.
+    SpareChoice take_spare_cache(models::SequenceState& sequence, std::size_t context, std::span<const int> prompt) {
+        if (spare_sequences_.empty()) return {};
+        auto shared = [&](const SpareSequence& spare) {
+            const std::size_t length = std::min(spare.tokens.size(), prompt.size());
+            return std::size_t(std::mismatch(prompt.begin(), prompt.begin() + std::ptrdiff_t(length), spare.tokens.begin()).first -
+                               prompt.begin());
+        };
+        auto holds = [&](const SpareSequence& spare) { return spare.state.cache.capacity() >= context; };
+        auto better = [&](const SpareSequence& a, std::size_t a_shared, const SpareSequence& b, std::size_t b_shared) {
+            if (a_shared != b_shared) return a_shared > b_shared;
+            const std::size_t a_capacity = a.state.cache.capacity(), b_capacity = b.state.cache.capacity();
+            return holds(a) ? !holds(b) || a_capacity < b_capacity : !holds(b) && a_capacity > b_capacity;
+        };
         auto best = spare_sequences_.begin();
+        std::size_t best_shared = shared(*best);
         for (auto spare = best + 1; spare != spare_sequences_.end(); ++spare) {
-            const std::size_t capacity = spare->cache.capacity(), best_capacity = best->cache.capacity();
-            if (holds(*spare) ? !holds(*best) || capacity < best_capacity : !holds(*best) && capacity > best_capacity) {
+            const std::size_t spare_shared = shared(*spare);
+            if (better(*spare, spare_shared, *best, best_shared)) {
                 best = spare;
+                best_shared = spare_shared;
             }
         }
-        sequence = std::move(*best);
+        const SpareChoice choice{holds(*best), best_shared};
+        sequence = std::move(best->state);
         spare_sequences_.erase(best);
-        return holds(sequence);
+        return choice;
     }
 
     bool leaves_early(Running& running) {
@@ -469,6 +503,8 @@ private:
         const auto start = Clock::now();
         const auto elapsed_ms = [&] { return std::chrono::duration<double, std::milli>(Clock::now() - start).count(); };
         try {
+            // The weights change: the kept caches' keys and values are no longer theirs.
+            for (SpareSequence& spare : spare_sequences_) spare.tokens.clear();
             if (!trainable_) {
                 trainable_ = std::make_unique<train::TrainableLlama>(model_.config(), model_.network->weights());
                 network_ = trainable_->network.get();
@@ -636,7 +672,12 @@ private:
     EngineOptions options_;
     ThreadPool pool_;
     std::vector<int> eos_;
-    std::vector<models::SequenceState> spare_sequences_;  // of finished requests; the engine's thread only
+    // A finished request's state and the tokens whose keys and values its cache holds.
+    struct SpareSequence {
+        models::SequenceState state;
+        std::vector<int> tokens;
+    };
+    std::vector<SpareSequence> spare_sequences_;  // of finished requests; the engine's thread only
 
     mutable std::mutex mutex_;
     std::condition_variable wake_;

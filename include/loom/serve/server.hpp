@@ -160,6 +160,8 @@ public:
         metric("loom_requests_cancelled_total", "counter", "Generation requests whose client went away.", double(stats.requests_cancelled));
         metric("loom_kv_caches_reused_total", "counter", "Requests that started in the KV cache of a finished one.", double(stats.caches_reused));
         metric("loom_prompt_tokens_total", "counter", "Prompt tokens processed.", double(stats.prompt_tokens));
+        metric("loom_prompt_tokens_cached_total", "counter", "Prompt tokens found in a kept KV cache, not processed again.",
+               double(stats.prompt_tokens_cached));
         metric("loom_tokens_generated_total", "counter", "Tokens generated.", double(stats.generated_tokens));
         metric("loom_prompt_seconds_total", "counter", "Step time spent on prompt tokens.", stats.prompt_seconds);
         metric("loom_generate_seconds_total", "counter", "Step time spent on generated tokens.", stats.generate_seconds);
@@ -875,10 +877,12 @@ private:
         bool include_usage;
         std::size_t prompt_tokens;
 
-        json usage(std::size_t completion_tokens) const {
+        // cached_tokens: the prompt's start found in a kept KV cache, as OpenAI reports it.
+        json usage(std::size_t completion_tokens, std::size_t cached_tokens) const {
             return {{"prompt_tokens", prompt_tokens},
                     {"completion_tokens", completion_tokens},
-                    {"total_tokens", prompt_tokens + completion_tokens}};
+                    {"total_tokens", prompt_tokens + completion_tokens},
+                    {"prompt_tokens_details", {{"cached_tokens", cached_tokens}}}};
         }
 
         // A stream chunk with one choice, or none (null: the usage chunk).
@@ -932,7 +936,7 @@ private:
                               {"created", reply.created},
                               {"model", reply.model},
                               {"choices", json::array({choice})},
-                              {"usage", reply.usage(generated)},
+                              {"usage", reply.usage(generated, last->timings.cached_prompt_tokens)},
                               {"timings", timings_json(last->timings)}});
     }
 
@@ -963,7 +967,7 @@ private:
             if (!responder.write(sse_data(last))) return false;
             if (reply.include_usage) {
                 json usage_chunk = reply.chunk(nullptr);
-                usage_chunk["usage"] = reply.usage(generated);
+                usage_chunk["usage"] = reply.usage(generated, event.timings.cached_prompt_tokens);
                 if (!responder.write(sse_data(usage_chunk))) return false;
             }
             return responder.write("data: [DONE]\n\n") && end(responder);
