@@ -179,7 +179,9 @@ TEST_CASE("serve: a prompt starts from the longest start a kept cache holds, wit
 }
 
 TEST_CASE("serve: a training run leaves no kept cache to start from", "[serve][train]") {
-    Engine engine(shared_model(), nullptr, EngineOptions{});
+    EngineOptions options;
+    options.slots = 1;
+    Engine engine(endless_model(), nullptr, options);
     std::vector<int> prompt;
     for (int t = 0; t < 12; ++t) prompt.push_back(t * 13 % 200 + 3);
     REQUIRE(collect(*engine.submit(request_for(prompt, 4, 0.0f, 0))).last.kind == EventKind::finished);
@@ -189,18 +191,31 @@ TEST_CASE("serve: a training run leaves no kept cache to start from", "[serve][t
     loom::serve::TrainingRequest training;
     training.tokens = prompt;
     training.steps = 1;
-    const auto run = engine.submit_training(training);
-    std::optional<Event> event;
-    do {
-        event = run->next_event(std::chrono::seconds(60));
-        REQUIRE(event);
-    } while (!event->ends_job());
-    REQUIRE(event->kind == EventKind::finished);
+    auto train = [&] {
+        const auto run = engine.submit_training(training);
+        std::optional<Event> event;
+        do {
+            event = run->next_event(std::chrono::seconds(60));
+            REQUIRE(event);
+        } while (!event->ends_job());
+        REQUIRE(event->kind == EventKind::finished);
+    };
+    train();
     // The weights changed: keys and values from before the run are not what they give now.
     const Outcome after = collect(*engine.submit(request_for(prompt, 4, 0.0f, 0)));
     REQUIRE(after.last.kind == EventKind::finished);
     CHECK(after.last.timings.cached_prompt_tokens == 0);
     CHECK(engine.stats().prompt_tokens_cached == prompt.size() - 1);
+
+    // Nor is the cache of a request that was running when a run started: it goes on with the
+    // new weights, after positions run with the old ones.
+    auto across = engine.submit(request_for(prompt, 1 << 20, 0.0f, 0));
+    REQUIRE(across->next_event(std::chrono::seconds(60)));
+    train();
+    across->cancel();
+    const Outcome later = collect(*engine.submit(request_for(prompt, 4, 0.0f, 0)));
+    REQUIRE(later.last.kind == EventKind::finished);
+    CHECK(later.last.timings.cached_prompt_tokens == 0);
 }
 
 TEST_CASE("serve: a cancelled job frees its slot for the next request", "[serve]") {

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -257,6 +258,7 @@ private:
         std::size_t budget = 0;  // new tokens allowed
         bool started = false;    // has a slot
         Clock::time_point submitted, deadline, admitted, first_token;
+        std::uint64_t weights_version = 0;  // of the weights its cache's first positions were run with
         generate::Timings timings;
 
         bool prefilling() const noexcept { return prompt_fed < request.prompt.size(); }
@@ -405,6 +407,7 @@ private:
         running.timings.prompt_tokens = prompt;
         try {
             const std::size_t context = prompt + std::max<std::size_t>(running.budget, 1);
+            running.weights_version = weights_version_;
             const SpareChoice spare = take_spare_cache(running.sequence, context, running.request.prompt);
             // The last prompt token runs in any case: its logits choose the first new token.
             const std::size_t kept = network_->restart(running.sequence, context, std::min(spare.shared_tokens, prompt - 1));
@@ -433,8 +436,10 @@ private:
         if (!running.started || spare_sequences_.size() >= options_.slots) return;
         // The cache holds the tokens that were run: the prompt, then every generated token
         // but the last (chosen, never run). A forward that failed did not advance it.
+        // A request that ran across a training run holds keys and values of both weights.
         SpareSequence spare{std::move(running.sequence), std::move(running.history)};
-        spare.tokens.resize(options_.prompt_cache ? std::min(spare.state.cache.length(), spare.tokens.size()) : 0);
+        const bool reusable = options_.prompt_cache && running.weights_version == weights_version_;
+        spare.tokens.resize(reusable ? std::min(spare.state.cache.length(), spare.tokens.size()) : 0);
         spare_sequences_.push_back(std::move(spare));
     }
 
@@ -503,8 +508,10 @@ private:
         const auto start = Clock::now();
         const auto elapsed_ms = [&] { return std::chrono::duration<double, std::milli>(Clock::now() - start).count(); };
         try {
-            // The weights change: the kept caches' keys and values are no longer theirs.
+            // The weights change: the kept caches' keys and values are no longer theirs, nor
+            // are those of the requests running now (they go on with the new weights).
             for (SpareSequence& spare : spare_sequences_) spare.tokens.clear();
+            ++weights_version_;
             if (!trainable_) {
                 trainable_ = std::make_unique<train::TrainableLlama>(model_.config(), model_.network->weights());
                 network_ = trainable_->network.get();
@@ -678,6 +685,7 @@ private:
         std::vector<int> tokens;
     };
     std::vector<SpareSequence> spare_sequences_;  // of finished requests; the engine's thread only
+    std::uint64_t weights_version_ = 0;           // training runs so far; the engine's thread only
 
     mutable std::mutex mutex_;
     std::condition_variable wake_;
