@@ -178,6 +178,49 @@ TEST_CASE("serve: a prompt starts from the longest start a kept cache holds, wit
     }
 }
 
+TEST_CASE("serve: conversations that share a system prompt keep their caches while the slots allow", "[serve][batch]") {
+    const auto& model = shared_model();
+    loom::ThreadPool pool(1);
+    auto expected_for = [&](const CompletionRequest& request) {
+        loom::generate::GenerateOptions options;
+        options.max_tokens = request.max_tokens;
+        options.sampling = request.sampling;
+        options.eos_token_ids = model.eos_token_ids();
+        return loom::generate::generate(*model.network, request.prompt, options, pool).ids;
+    };
+    std::vector<int> system;
+    for (int t = 0; t < 10; ++t) system.push_back(t * 17 % 240 + 5);
+    auto with_system = [&](int user) {
+        std::vector<int> prompt = system;
+        for (int t = 0; t < 10; ++t) prompt.push_back((t * 29 + user * 61) % 240 + 5);
+        return prompt;
+    };
+    EngineOptions options;
+    options.slots = 2;
+    Engine engine(model, nullptr, options);
+    auto run = [&](const std::vector<int>& prompt, std::size_t expected_cached) {
+        const CompletionRequest request = request_for(prompt, 6, 0.0f, 0);
+        const Outcome outcome = collect(*engine.submit(request));
+        REQUIRE(outcome.last.kind == EventKind::finished);
+        CHECK(outcome.tokens == expected_for(request));
+        CHECK(outcome.last.timings.cached_prompt_tokens == expected_cached);
+        return outcome.tokens;
+    };
+    const std::vector<int> first_a = with_system(1);
+    const std::vector<int> reply_a = run(first_a, 0);
+    REQUIRE(reply_a.size() >= 4);
+    // B shares only the system prompt with A's cache: it makes a cache of its own, since
+    // the two slots have room for both, rather than take A's.
+    run(with_system(2), 0);
+    std::vector<int> second_a = first_a;
+    second_a.insert(second_a.end(), reply_a.begin(), reply_a.begin() + 3);
+    for (int extra : {1, 2, 3, 4}) second_a.push_back(reply_a[3] == 1 ? extra + 1 : extra);
+    run(second_a, first_a.size() + 3);
+    // Two caches kept, one per slot: C takes the one kept longest ago (B's) and starts from
+    // the system prompt it holds.
+    run(with_system(3), system.size());
+}
+
 TEST_CASE("serve: a training run leaves no kept cache to start from", "[serve][train]") {
     EngineOptions options;
     options.slots = 1;

@@ -326,10 +326,21 @@ private:
                 }
                 busy_ = active.size();
             }
-            // Requests whose client left or whose time ran out leave before the step.
+            // Requests whose client left or whose time ran out leave before the step. The
+            // caches, kept or in use, stay at most one per slot.
+            std::size_t caches_in_use = std::size_t(std::count_if(
+                active.begin(), active.end(), [](const std::unique_ptr<Running>& running) { return running->started; }));
             std::erase_if(active, [&](const std::unique_ptr<Running>& running) {
-                const bool leaves = (!running->started && !admit(*running)) || leaves_early(*running);
-                if (leaves) keep_cache(*running);
+                bool leaves = false;
+                if (!running->started) {
+                    leaves = !admit(*running, spare_sequences_.size() + caches_in_use < options_.slots);
+                    ++caches_in_use;
+                }
+                leaves = leaves || leaves_early(*running);
+                if (leaves) {
+                    keep_cache(*running);
+                    --caches_in_use;
+                }
                 return leaves;
             });
             if (active.empty()) continue;
@@ -399,7 +410,8 @@ private:
     }
 
     // A slot opens for a waiting request: its cache and text stream are made.
-    bool admit(Running& running) {
+    // `room`: a new cache would not make more than one per slot.
+    bool admit(Running& running, bool room) {
         running.started = true;
         running.admitted = Clock::now();
         const std::size_t prompt = running.request.prompt.size();
@@ -408,7 +420,7 @@ private:
         try {
             const std::size_t context = prompt + std::max<std::size_t>(running.budget, 1);
             running.weights_version = weights_version_;
-            const SpareChoice spare = take_spare_cache(running.sequence, context, running.request.prompt);
+            const SpareChoice spare = take_spare_cache(running.sequence, context, running.request.prompt, room);
             // The last prompt token runs in any case: its logits choose the first new token.
             const std::size_t kept = network_->restart(running.sequence, context, std::min(spare.shared_tokens, prompt - 1));
             running.prompt_fed = kept;
@@ -450,8 +462,12 @@ private:
 
     // Moves into `sequence` the spare cache whose positions share the longest start with
     // `prompt` (Llama::restart keeps those, in larger buffers if need be); among equals, the
-    // one that holds `context` positions most tightly, else the largest.
-    SpareChoice take_spare_cache(models::SequenceState& sequence, std::size_t context, std::span<const int> prompt) {
+    // one that holds `context` positions most tightly, else the largest. When it shares half
+    // the prompt or less, another request's conversation is worth more than those tokens,
+    // as in llama.cpp's choice of a slot: a spare holding no tokens is taken instead, else
+    // (`room`) none, the request making a cache of its own, else the spare kept longest ago.
+    SpareChoice take_spare_cache(models::SequenceState& sequence, std::size_t context, std::span<const int> prompt,
+                                 bool room) {
         if (spare_sequences_.empty()) return {};
         auto shared = [&](const SpareSequence& spare) {
             const std::size_t length = std::min(spare.tokens.size(), prompt.size());
@@ -459,19 +475,26 @@ private:
                                prompt.begin());
         };
         auto holds = [&](const SpareSequence& spare) { return spare.state.cache.capacity() >= context; };
-        auto better = [&](const SpareSequence& a, std::size_t a_shared, const SpareSequence& b, std::size_t b_shared) {
-            if (a_shared != b_shared) return a_shared > b_shared;
+        auto fits_better = [&](const SpareSequence& a, const SpareSequence& b) {
             const std::size_t a_capacity = a.state.cache.capacity(), b_capacity = b.state.cache.capacity();
             return holds(a) ? !holds(b) || a_capacity < b_capacity : !holds(b) && a_capacity > b_capacity;
         };
-        auto best = spare_sequences_.begin();
-        std::size_t best_shared = shared(*best);
-        for (auto spare = best + 1; spare != spare_sequences_.end(); ++spare) {
+        auto best = spare_sequences_.end(), empty = spare_sequences_.end();
+        std::size_t best_shared = 0;
+        for (auto spare = spare_sequences_.begin(); spare != spare_sequences_.end(); ++spare) {
             const std::size_t spare_shared = shared(*spare);
-            if (better(*spare, spare_shared, *best, best_shared)) {
+            if (best == spare_sequences_.end() || spare_shared > best_shared ||
+                (spare_shared == best_shared && fits_better(*spare, *best))) {
                 best = spare;
                 best_shared = spare_shared;
             }
+            if (spare->tokens.empty() && (empty == spare_sequences_.end() || fits_better(*spare, *empty))) empty = spare;
+        }
+        if (2 * best_shared <= prompt.size()) {
+            if (empty != spare_sequences_.end()) best = empty;
+            else if (room) return {};
+            else best = spare_sequences_.begin();
+            best_shared = shared(*best);
         }
         const SpareChoice choice{holds(*best), best_shared};
         sequence = std::move(best->state);
