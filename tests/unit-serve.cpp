@@ -66,6 +66,16 @@ const loom::models::LoadedModel& endless_model() {
     return model;
 }
 
+// The reference: the request's tokens from generate() alone, on one thread.
+std::vector<int> generated_alone(const loom::models::LoadedModel& model, const CompletionRequest& request) {
+    loom::ThreadPool pool(1);
+    loom::generate::GenerateOptions options;
+    options.max_tokens = request.max_tokens;
+    options.sampling = request.sampling;
+    options.eos_token_ids = model.eos_token_ids();
+    return loom::generate::generate(*model.network, request.prompt, options, pool).ids;
+}
+
 }  // namespace
 
 TEST_CASE("serve: batched requests get the plain generator's tokens, whatever runs beside them", "[serve][batch][determinism]") {
@@ -76,16 +86,8 @@ TEST_CASE("serve: batched requests get the plain generator's tokens, whatever ru
         for (int t = 0; t < 3 + 17 * i; ++t) prompt.push_back((t * 31 + i * 7) % 250 + 1);
         requests.push_back(request_for(prompt, 12 + 3 * std::size_t(i), i % 2 ? 0.8f : 0.0f, std::uint64_t(i)));
     }
-    // The reference: each request through generate() alone, one thread.
     std::vector<std::vector<int>> expected;
-    loom::ThreadPool pool(1);
-    for (const auto& request : requests) {
-        loom::generate::GenerateOptions options;
-        options.max_tokens = request.max_tokens;
-        options.sampling = request.sampling;
-        options.eos_token_ids = model.eos_token_ids();
-        expected.push_back(loom::generate::generate(*model.network, request.prompt, options, pool).ids);
-    }
+    for (const auto& request : requests) expected.push_back(generated_alone(model, request));
 
     for (const std::size_t slots : {1, 3, 8}) {
         EngineOptions options;
@@ -125,14 +127,7 @@ TEST_CASE("serve: batched requests get the plain generator's tokens, whatever ru
 
 TEST_CASE("serve: a prompt starts from the longest start a kept cache holds, with the same tokens", "[serve][batch][determinism]") {
     const auto& model = shared_model();
-    loom::ThreadPool pool(1);
-    auto expected_for = [&](const CompletionRequest& request) {
-        loom::generate::GenerateOptions options;
-        options.max_tokens = request.max_tokens;
-        options.sampling = request.sampling;
-        options.eos_token_ids = model.eos_token_ids();
-        return loom::generate::generate(*model.network, request.prompt, options, pool).ids;
-    };
+    auto expected_for = [&](const CompletionRequest& request) { return generated_alone(model, request); };
     std::vector<int> first_prompt;
     for (int t = 0; t < 20; ++t) first_prompt.push_back((t * 37 + 11) % 250 + 1);
     const CompletionRequest first = request_for(first_prompt, 10, 0.0f, 1);
@@ -180,14 +175,7 @@ TEST_CASE("serve: a prompt starts from the longest start a kept cache holds, wit
 
 TEST_CASE("serve: conversations that share a system prompt keep their caches while the slots allow", "[serve][batch]") {
     const auto& model = shared_model();
-    loom::ThreadPool pool(1);
-    auto expected_for = [&](const CompletionRequest& request) {
-        loom::generate::GenerateOptions options;
-        options.max_tokens = request.max_tokens;
-        options.sampling = request.sampling;
-        options.eos_token_ids = model.eos_token_ids();
-        return loom::generate::generate(*model.network, request.prompt, options, pool).ids;
-    };
+    auto expected_for = [&](const CompletionRequest& request) { return generated_alone(model, request); };
     std::vector<int> system;
     for (int t = 0; t < 10; ++t) system.push_back(t * 17 % 240 + 5);
     auto with_system = [&](int user) {
