@@ -434,11 +434,25 @@
     setStreamingClass(target, true);
 
     let sawDone = false;
+    // The page shows what arrived once per frame: drawing every token (each scroll to the
+    // bottom lays the whole reply out again) costs more the longer the reply, and at a few
+    // hundred tokens a second a long reply fell behind the stream and held the page up.
+    // The view's text is always a start of target[key], also when it was drawn anew.
+    let frame = 0;
+    const draw = () => {
+      frame = 0;
+      const node = target.view && target.view.text;
+      if (node && node.length < target[key].length) node.appendData(target[key].slice(node.length));
+      if (state.mode === mode) {
+        if (state.stick) scrollToBottom();
+        renderStats();
+      }
+    };
+    const drawSoon = () => { if (!frame) frame = requestAnimationFrame(draw); };
     const append = (piece) => {
       if (typeof piece !== 'string' || piece === '') return;
       target[key] += piece;
-      if (target.view) target.view.text.appendData(piece);
-      if (state.mode === mode && state.stick) scrollToBottom();
+      drawSoon();
     };
 
     const run = (async () => {
@@ -497,7 +511,7 @@
             }
             if (ev.timings) stats.timings = ev.timings;
             if (ev.usage) stats.usage = ev.usage;
-            if (state.mode === mode) renderStats();
+            drawSoon();
           }
           if (!sawDone && !stats.finish) {
             throw new ApiError('The connection closed before the response was complete.');
@@ -518,6 +532,8 @@
         }
       } finally {
         stats.tEnd = performance.now();
+        cancelAnimationFrame(frame);
+        draw();
         setStreamingClass(target, false);
         if (state.controller === controller) state.controller = null;
         onEnd(outcome);
