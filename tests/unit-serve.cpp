@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <memory>
-#include <optional>
 #include <thread>
 #include <vector>
 
@@ -28,16 +27,17 @@ struct Outcome {
     Event last;
 };
 
+// Follows a job to its end: the tokens it sent (a training run sends none) and its last event.
 Outcome collect(Job& job) {
     Outcome outcome;
     while (true) {
         auto event = job.next_event(std::chrono::seconds(60));
         REQUIRE(event);
-        if (event->kind != EventKind::token) {
+        if (event->ends_job()) {
             outcome.last = *event;
             return outcome;
         }
-        outcome.tokens.push_back(event->token);
+        if (event->kind == EventKind::token) outcome.tokens.push_back(event->token);
     }
 }
 
@@ -222,15 +222,7 @@ TEST_CASE("serve: a training run leaves no kept cache to start from", "[serve][t
     loom::serve::TrainingRequest training;
     training.tokens = prompt;
     training.steps = 1;
-    auto train = [&] {
-        const auto run = engine.submit_training(training);
-        std::optional<Event> event;
-        do {
-            event = run->next_event(std::chrono::seconds(60));
-            REQUIRE(event);
-        } while (!event->ends_job());
-        REQUIRE(event->kind == EventKind::finished);
-    };
+    auto train = [&] { REQUIRE(collect(*engine.submit_training(training)).last.kind == EventKind::finished); };
     train();
     // The weights changed: keys and values from before the run are not what they give now.
     const Outcome after = collect(*engine.submit(request_for(prompt, 4, 0.0f, 0)));
