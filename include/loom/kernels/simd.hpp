@@ -371,7 +371,19 @@ LOOM_ALWAYS_INLINE Lanes16 load16_weights(const std::byte* p) noexcept {
             // (Zero-masking forms with every lane kept: see low_half.)
             const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
             if constexpr (dtype == DType::bf16) {
+#if defined(__AVX512BW__)
+                // One shuffle instead of a widening and a shift: stored weight j moves to the
+                // high half of lane j, the low halves are zeroed (the index reads only the 32
+                // loaded bytes). On Zen 5 the 8 x 3 tile in L1 went from 61-77 to 78-83
+                // GMAC/s: the widening shares its execution ports with the multiplies and adds.
+                const __m512i to_high_halves =
+                    _mm512_set_epi16(15, 0, 14, 0, 13, 0, 12, 0, 11, 0, 10, 0, 9, 0, 8, 0, 7, 0, 6, 0, 5, 0, 4, 0, 3, 0, 2,
+                                     0, 1, 0, 0, 0);
+                return {_mm512_castsi512_ps(
+                    _mm512_maskz_permutexvar_epi16(0xaaaaaaaau, to_high_halves, _mm512_castsi256_si512(halves)))};
+#else
                 return {_mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, _mm512_maskz_cvtepu16_epi32(0xffff, halves), 16))};
+#endif
             } else {
                 return {_mm512_maskz_cvtph_ps(0xffff, halves)};
             }
