@@ -152,6 +152,38 @@ TEST_CASE("kernels: folding many accumulators at once gives each one's fold bit 
     }
 }
 
+TEST_CASE("kernels: bf16 and f16 weights widen to the scalar conversion's exact f32, for every 16-bit pattern", "[kernels][determinism]") {
+    // Every pattern once, one element off 32-byte alignment (as in a memory-mapped
+    // checkpoint) and with a few left past the last whole register, through the SIMD
+    // widening the products use; the scalar conversion is what every target must give.
+    const std::size_t patterns = 65536, offset = 1, n = patterns + 5;
+    std::vector<std::uint16_t> stored(offset + n);
+    for (std::size_t i = 0; i < n; ++i) stored[offset + i] = std::uint16_t(i * 40503u);  // odd: every pattern
+    std::vector<float> widened(n);
+    for (loom::DType dtype : {loom::DType::bf16, loom::DType::f16}) {
+        const auto* bytes = reinterpret_cast<const std::byte*>(stored.data() + offset);
+        if (dtype == loom::DType::bf16) {
+            loom::kernels::simd::expand_weights<loom::DType::bf16>(bytes, n, widened.data());
+        } else {
+            loom::kernels::simd::expand_weights<loom::DType::f16>(bytes, n, widened.data());
+        }
+        std::size_t mismatches = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::uint16_t half = stored[offset + i];
+            const float expected = dtype == loom::DType::bf16 ? loom::bf16_to_f32(half) : loom::f16_to_f32(half);
+            // bf16 is a shift, so even NaN payloads match; F16C quiets a signalling f16 NaN.
+            const bool same = std::bit_cast<std::uint32_t>(widened[i]) == std::bit_cast<std::uint32_t>(expected) ||
+                              (dtype == loom::DType::f16 && std::isnan(expected) && std::isnan(widened[i]));
+            if (!same && mismatches++ < 5) {
+                UNSCOPED_INFO(loom::dtype_name(dtype) << " pattern 0x" << std::hex << half << ": "
+                                                      << std::bit_cast<std::uint32_t>(widened[i]) << " instead of "
+                                                      << std::bit_cast<std::uint32_t>(expected));
+            }
+        }
+        CHECK(mismatches == 0);
+    }
+}
+
 TEST_CASE("kernels: matmul gives the same bits for any thread count and any number of rows at once", "[kernels][determinism]") {
     // Row counts through every path: one streamed row, one band from memory (up to 5 rows,
     // and 6-8 in the taller tiles of AVX-512), a light first band and one from L2 (6-9),
