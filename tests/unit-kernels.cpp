@@ -170,7 +170,7 @@ TEST_CASE("kernels: bf16 and f16 weights widen to the scalar conversion's exact 
         std::size_t mismatches = 0;
         for (std::size_t i = 0; i < n; ++i) {
             const std::uint16_t half = stored[offset + i];
-            const float expected = dtype == loom::DType::bf16 ? loom::bf16_to_f32(half) : loom::f16_to_f32(half);
+            const float expected = loom::load_as_f32(bytes, dtype, i);
             // bf16 is a shift, so even NaN payloads match; F16C quiets a signalling f16 NaN.
             const bool same = std::bit_cast<std::uint32_t>(widened[i]) == std::bit_cast<std::uint32_t>(expected) ||
                               (dtype == loom::DType::f16 && std::isnan(expected) && std::isnan(widened[i]));
