@@ -35,7 +35,7 @@ namespace {
 constexpr const char* usage =
     "usage: loom_bench_generate [--prompt-tokens N] [--new-tokens N] [--repetitions N] [--presets a,b]\n"
     "                           [--dtypes a,b] [--threads a,b] [--dir DIR] [--bandwidth-mib N] [--mmap]\n"
-    "                           [--pytorch]\n"
+    "                           [--cache-type f32|f16] [--pytorch]\n"
     "\n"
     "  --prompt-tokens  prompt length; prefill speed and TTFT are measured on it (default 128)\n"
     "  --new-tokens     greedy tokens generated after the prompt, at least 2 (default 128)\n"
@@ -48,6 +48,8 @@ constexpr const char* usage =
     "                   (default: $TMPDIR/loom-bench-models)\n"
     "  --bandwidth-mib  buffer for the memory read-bandwidth measurement (default 512)\n"
     "  --mmap           map the checkpoints instead of reading them into memory (loom_generate --mmap)\n"
+    "  --cache-type     KV cache elements, as loom_generate --cache-type (default f32; llama-bench's\n"
+    "                   default is f16)\n"
     "  --pytorch        also run benchmarks/bench_pytorch.py (plain PyTorch, /usr/bin/python3)\n"
     "                   on the same checkpoints, prompt and thread counts\n";
 
@@ -67,6 +69,7 @@ struct Options {
     std::size_t bandwidth_mib = 512;
     bool pytorch = false;
     loom::FileAccess weights = loom::FileAccess::read;
+    loom::DType cache_dtype = loom::DType::f32;
     bool help = false;
 };
 
@@ -95,6 +98,7 @@ Options parse_options(int argc, char** argv) {
         else if (flag == "--repetitions") options.repetitions = loom_bench::parse_at_least(flag, value, 1);
         else if (flag == "--bandwidth-mib") options.bandwidth_mib = loom_bench::parse_at_least(flag, value, 1);
         else if (flag == "--dir") options.dir = value;
+        else if (flag == "--cache-type") options.cache_dtype = loom::nn::parse_cache_dtype(flag, value);
         else if (flag == "--presets") {
             options.presets = loom_bench::split(flag, value);
             for (const auto& preset : options.presets) loom::models::synthetic_preset(preset);  // throws if unknown
@@ -242,12 +246,14 @@ struct LoomRun {
 // bandwidth drifts (by a third within a minute on a shared VM), so each run is held to
 // reads taken on either side of it, seconds apart.
 template <typename MeasureBandwidth>
-LoomRun run_loom(const std::filesystem::path& folder, loom::FileAccess weights, const std::vector<int>& prompt,
+LoomRun run_loom(const std::filesystem::path& folder, loom::FileAccess weights, loom::DType cache_dtype,
+                 const std::vector<int>& prompt,
                  std::size_t new_tokens, std::size_t threads, std::size_t repetitions,
                  MeasureBandwidth&& measure_bandwidth) {
     LoomRun run;
     loom_bench::reset_peak_rss();
     const auto model = loom::models::load_model(folder.string(), weights);
+    model.network->set_cache_dtype(cache_dtype);
     run.weight_bytes_per_token = weight_bytes_per_token(model.network->weights());
     loom::ThreadPool pool(threads);
     loom::generate::GenerateOptions options;
@@ -347,9 +353,10 @@ int run(const Options& options, int argc, char** argv) {
     loom_bench::print_machine();
     std::printf("Loom: %s, %s build\n", compiler_name(), LOOM_BUILD_CONFIG);
     std::printf("workload: %zu-token prompt, then %zu greedy tokens; one warm-up run, then the mean of %zu timed runs; "
-                "synthetic checkpoints in %s, %s\n",
+                "synthetic checkpoints in %s, %s; %s KV cache\n",
                 options.prompt_tokens, options.new_tokens, options.repetitions, options.dir.c_str(),
-                options.weights == loom::FileAccess::map ? "memory-mapped" : "read into memory");
+                options.weights == loom::FileAccess::map ? "memory-mapped" : "read into memory",
+                options.cache_dtype == loom::DType::f16 ? "f16" : "f32");
     std::fflush(stdout);
 
     for (const std::size_t threads : options.threads) {
@@ -379,7 +386,7 @@ int run(const Options& options, int argc, char** argv) {
             for (std::size_t i = 0; i < options.prompt_tokens; ++i) prompt.push_back(int((i * 7919 + 13) % spec.vocab_size));
 
             for (const std::size_t threads : options.threads) {
-                const LoomRun loom_run = run_loom(folder, options.weights, prompt, options.new_tokens, threads,
+                const LoomRun loom_run = run_loom(folder, options.weights, options.cache_dtype, prompt, options.new_tokens, threads,
                                                   options.repetitions, [&] {
                                                       return measure_bandwidth(options.bandwidth_mib, threads).fastest();
                                                   });

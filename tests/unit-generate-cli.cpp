@@ -110,6 +110,19 @@ TEST_CASE("loom_generate: sampling is reproducible for a seed and independent of
     const std::string a = read(folder / "a.bin");
     CHECK(a.size() == 24 * cli_spec().vocab_size * sizeof(float));
     CHECK(a == read(folder / "b.bin"));
+
+    // --cache-type f16: other logits (the cache holds rounded keys and values), the same ones
+    // for any thread count.
+    const auto f16_one = generate_json(
+        model, "9,8,7", with({"--seed", "5", "--threads", "1", "--cache-type", "f16", "--dump-logits", (folder / "c.bin").string()}));
+    const auto f16_two = generate_json(
+        model, "9,8,7", with({"--seed", "5", "--threads", "2", "--cache-type", "f16", "--dump-logits", (folder / "d.bin").string()}));
+    CHECK(f16_one["ids"] == f16_two["ids"]);
+    const std::string c = read(folder / "c.bin");
+    CHECK(c.size() == a.size());
+    CHECK(c != a);
+    CHECK(c == read(folder / "d.bin"));
+    CHECK(generate_json(model, "9,8,7", with({"--seed", "5", "--cache-type", "f32"}))["ids"] == one["ids"]);
 }
 
 TEST_CASE("loom_generate: the built-in default model runs without --model", "[cli]") {
@@ -140,6 +153,7 @@ TEST_CASE("loom_generate: bad arguments and bad models give one line and a non-z
         {{"--ids", "1", "--top-p", "0"}, 2, "top_p"},
         {{"--ids", "1", "--threads", "0"}, 2, "--threads"},
         {{"--ids", "1", "--format", "xml"}, 2, "--format"},
+        {{"--ids", "1", "--cache-type", "bf16"}, 2, "--cache-type must be f32 or f16, got 'bf16'"},
         {{"--ids", "1", "--bogus", "1"}, 2, "unknown option '--bogus'"},
         {{"--ids", "1", "--prompt", "hi"}, 2, "not both"},
         {{"--ids"}, 2, "--ids needs a value"},

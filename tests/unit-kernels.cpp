@@ -338,44 +338,58 @@ TEST_CASE("kernels: attention follows its documented order for every head groupi
         const auto expected = attention_by_definition(c, queries, keys, values);
 
         // The cache's layout, with NaN in the positions of the last key block nobody filled:
-        // they are computed in whole blocks and must not reach any output.
+        // they are computed in whole blocks and must not reach any output. An f16 cache gives
+        // the definition's result on its keys and values rounded to f16, to the bit.
         const std::size_t key_blocks = (positions + 15) / 16 + 1;
-        std::vector<float> cache_keys(shape.kv_heads * key_blocks * shape.head_dim * 16,
-                                      std::numeric_limits<float>::quiet_NaN());
-        for (std::size_t k = 0; k < positions; ++k) {
-            for (std::size_t kv = 0; kv < shape.kv_heads; ++kv) {
-                loom::kernels::store_key_in_blocks(cache_keys.data() + kv * key_blocks * shape.head_dim * 16, k,
-                                                   keys.data() + k * kv_stride + kv * shape.head_dim, shape.head_dim);
+        auto check_cache = [&](auto cache_dtype, loom::ThreadPool& pool) {
+            constexpr loom::DType Cache = decltype(cache_dtype)::value;
+            using Element = loom::kernels::CacheElement<Cache>;
+            CAPTURE(loom::dtype_name(Cache));
+            auto rounded = [](std::vector<float> x) {
+                for (float& value : x) value = loom::f16_to_f32(loom::f32_to_f16(value));
+                return x;
+            };
+            const auto cached_keys = Cache == loom::DType::f16 ? rounded(keys) : keys;
+            const auto cached_values = Cache == loom::DType::f16 ? rounded(values) : values;
+            const auto cache_expected = attention_by_definition(c, queries, cached_keys, cached_values);
+            const Element nan = loom::kernels::to_cache_element<Cache>(std::numeric_limits<float>::quiet_NaN());
+            std::vector<Element> cache_keys(shape.kv_heads * key_blocks * shape.head_dim * 16, nan);
+            std::vector<Element> cache_values(positions * kv_stride);
+            for (std::size_t k = 0; k < positions; ++k) {
+                for (std::size_t kv = 0; kv < shape.kv_heads; ++kv) {
+                    loom::kernels::store_position<Cache>(cache_keys.data() + kv * key_blocks * shape.head_dim * 16,
+                                                         cache_values.data() + kv * shape.head_dim, kv_stride, k,
+                                                         keys.data() + k * kv_stride + kv * shape.head_dim,
+                                                         values.data() + k * kv_stride + kv * shape.head_dim,
+                                                         shape.head_dim);
+                }
             }
-        }
-        auto cache_values = values;
-        for (const std::size_t threads : {1, 3}) {
-            loom::ThreadPool pool(threads);
+            auto bytes = [](std::vector<Element>& x) { return reinterpret_cast<std::byte*>(x.data()); };
             std::vector<float> out(expected.size());
-            const loom::kernels::AttentionSequence sequence{queries.data(), c.tokens, c.first_position, cache_keys.data(),
-                                                            cache_values.data(), key_blocks, out.data()};
+            const loom::kernels::AttentionSequence sequence{queries.data(), c.tokens, c.first_position, bytes(cache_keys),
+                                                            bytes(cache_values), Cache, key_blocks, out.data()};
             loom::kernels::causal_attention({&sequence, 1}, shape, pool);
-            CHECK(std::memcmp(out.data(), expected.data(), out.size() * sizeof(float)) == 0);
+            CHECK(std::memcmp(out.data(), cache_expected.data(), out.size() * sizeof(float)) == 0);
 
             if (c.tokens == 1) {  // decoding: the token's own key and value stored by the kernel
                 auto pending_keys = cache_keys, pending_values = cache_values;
                 const std::size_t last = c.first_position;
                 for (std::size_t kv = 0; kv < shape.kv_heads; ++kv) {
                     std::vector<float> unset(shape.head_dim, std::numeric_limits<float>::quiet_NaN());
-                    loom::kernels::store_key_in_blocks(pending_keys.data() + kv * key_blocks * shape.head_dim * 16, last,
-                                                       unset.data(), shape.head_dim);
+                    loom::kernels::store_key_in_blocks<Cache>(pending_keys.data() + kv * key_blocks * shape.head_dim * 16,
+                                                              last, unset.data(), shape.head_dim);
                 }
-                std::fill_n(pending_values.data() + last * kv_stride, kv_stride, std::numeric_limits<float>::quiet_NaN());
+                std::fill_n(pending_values.data() + last * kv_stride, kv_stride, nan);
                 std::vector<float> decoded(expected.size());
-                loom::kernels::AttentionSequence pending{queries.data(), 1, last, pending_keys.data(), pending_values.data(),
-                                                         key_blocks, decoded.data()};
+                loom::kernels::AttentionSequence pending{queries.data(), 1, last, bytes(pending_keys),
+                                                         bytes(pending_values), Cache, key_blocks, decoded.data()};
                 pending.new_key = keys.data() + last * kv_stride;
                 pending.new_value = values.data() + last * kv_stride;
                 loom::kernels::causal_attention({&pending, 1}, shape, pool);
-                CHECK(std::memcmp(decoded.data(), expected.data(), decoded.size() * sizeof(float)) == 0);
+                CHECK(std::memcmp(decoded.data(), cache_expected.data(), decoded.size() * sizeof(float)) == 0);
                 // Position `last` held NaN: equal bytes mean the kernel stored the key and value there.
-                CHECK(std::memcmp(pending_keys.data(), cache_keys.data(), cache_keys.size() * sizeof(float)) == 0);
-                CHECK(std::memcmp(pending_values.data(), cache_values.data(), cache_values.size() * sizeof(float)) == 0);
+                CHECK(std::memcmp(pending_keys.data(), cache_keys.data(), cache_keys.size() * sizeof(Element)) == 0);
+                CHECK(std::memcmp(pending_values.data(), cache_values.data(), cache_values.size() * sizeof(Element)) == 0);
                 // Only a single token's key can be stored by the items, and only with its value.
                 pending.new_value = nullptr;
                 CHECK_THROWS_WITH(loom::kernels::causal_attention({&pending, 1}, shape, pool),
@@ -384,7 +398,17 @@ TEST_CASE("kernels: attention follows its documented order for every head groupi
                 pending.tokens = 2;
                 CHECK_THROWS_WITH(loom::kernels::causal_attention({&pending, 1}, shape, pool),
                                   Catch::Contains("got 2 tokens"));
+                // A cache of any other element type is refused before any work.
+                pending.tokens = 1;
+                pending.cache_dtype = loom::DType::bf16;
+                CHECK_THROWS_WITH(loom::kernels::causal_attention({&pending, 1}, shape, pool),
+                                  Catch::Contains("F32 or F16 values, not BF16"));
             }
+        };
+        for (const std::size_t threads : {1, 3}) {
+            loom::ThreadPool pool(threads);
+            check_cache(std::integral_constant<loom::DType, loom::DType::f32>{}, pool);
+            check_cache(std::integral_constant<loom::DType, loom::DType::f16>{}, pool);
 
             if (c.first_position == 0) {  // training's forward: whole sequences, weights kept
                 const loom::kernels::TrainingSequence whole{0, c.tokens};

@@ -3,6 +3,8 @@
 // clear error for each way a checkpoint can disagree with its config.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <limits>
 #include <thread>
@@ -66,13 +68,15 @@ void write_edited_model(const std::filesystem::path& folder, const SyntheticMode
 
 TEST_CASE("model: logits are bit-identical for 1-4 threads, prefill or token by token, any chunking", "[model][determinism]") {
     const char* preset = GENERATE("tiny-llama", "tiny-qwen2", "tiny-mistral");
+    const loom::DType cache = GENERATE(loom::DType::f32, loom::DType::f16);
     const SyntheticModelSpec spec = small_spec(preset, loom::DType::bf16);
     const auto model = loom::models::load_synthetic_model(spec);
+    model.network->set_cache_dtype(cache);
     const auto prompt = long_prompt(spec.vocab_size, 21);  // crosses the tiny Mistral's 8-token window
     const auto expected = all_logits(*model.network, prompt, prompt.size(), 1);
     for (std::size_t threads : {1u, 2u, 3u, 4u}) {
         for (std::size_t chunk : {std::size_t(1), std::size_t(5), prompt.size()}) {
-            INFO(preset << ": " << threads << " threads, chunks of " << chunk);
+            INFO(preset << ", " << loom::dtype_name(cache) << " cache: " << threads << " threads, chunks of " << chunk);
             CHECK(same_bits(all_logits(*model.network, prompt, chunk, threads), expected));
         }
     }
@@ -275,6 +279,38 @@ TEST_CASE("model: a reused sequence gives the bits of a fresh one, keeping buffe
     CHECK(sequence.position() == 0);
     CHECK_THROWS_WITH(network.restart(sequence, 0), Catch::Contains("context size must be at least 1"));
     CHECK(sequence.cache.capacity() == 100);  // a refused restart keeps the cache it had
+    model.network->set_cache_dtype(loom::DType::f16);  // another element type: replaced
+    network.restart(sequence, 50);
+    CHECK(sequence.cache.dtype() == loom::DType::f16);
+    CHECK(sequence.cache.capacity() == 50);
+}
+
+TEST_CASE("model: an f16 KV cache takes half the memory and stays close to the f32 one", "[model][kv-cache]") {
+    const char* preset = GENERATE("tiny-llama", "tiny-qwen2", "tiny-mistral");
+    const SyntheticModelSpec spec = small_spec(preset, loom::DType::f32);
+    const auto model = loom::models::load_synthetic_model(spec);
+    const auto prompt = long_prompt(spec.vocab_size, 21);
+    const auto exact = all_logits(*model.network, prompt, 4, 2);
+    CHECK(model.network->new_sequence(64).cache.dtype() == loom::DType::f32);
+    const std::size_t f32_bytes = model.network->new_sequence(64).cache.bytes();
+
+    model.network->set_cache_dtype(loom::DType::f16);
+    CHECK(model.network->new_sequence(64).cache.bytes() * 2 == f32_bytes);
+    const auto rounded = all_logits(*model.network, prompt, 4, 2);
+    REQUIRE(rounded.size() == exact.size());
+    CHECK_FALSE(same_bits(rounded, exact));  // the cache really holds f16
+    // Keys and values rounded to 11 significant bits move each logit by a small fraction of
+    // the logits' spread.
+    float largest = 0.0f, spread = 0.0f;
+    for (std::size_t i = 0; i < exact.size(); ++i) {
+        largest = std::max(largest, std::abs(rounded[i] - exact[i]));
+        spread = std::max(spread, std::abs(exact[i]));
+    }
+    INFO(preset << ": largest difference " << largest << ", largest logit " << spread);
+    CHECK(largest < 0.01f * spread);
+
+    CHECK_THROWS_WITH(model.network->set_cache_dtype(loom::DType::bf16), Catch::Contains("F32 or F16 values, not BF16"));
+    CHECK(model.network->cache_dtype() == loom::DType::f16);  // a refused type changes nothing
 }
 
 TEST_CASE("model: threads sharing one model and one pool get the single-thread logits", "[model][determinism]") {
@@ -303,8 +339,10 @@ TEST_CASE("model: a sequence's logits do not change when other sequences share i
     using loom::models::BatchEntry;
     const char* preset = GENERATE("tiny-llama", "tiny-qwen2", "tiny-mistral");
     const loom::DType dtype = GENERATE(loom::DType::f32, loom::DType::bf16, loom::DType::f16);
+    const loom::DType cache = GENERATE(loom::DType::f32, loom::DType::f16);
     const SyntheticModelSpec spec = small_spec(preset, dtype);
     const auto model = loom::models::load_synthetic_model(spec);
+    model.network->set_cache_dtype(cache);
     const loom::models::Llama& network = *model.network;
 
     // Three prompts of different lengths, each followed by 6 fixed decode tokens.
@@ -360,7 +398,7 @@ TEST_CASE("model: a sequence's logits do not change when other sequences share i
         }
     }
     for (std::size_t s = 0; s < prompts.size(); ++s) {
-        INFO(preset << ", sequence " << s << ", " << threads << " threads");
+        INFO(preset << ", " << loom::dtype_name(cache) << " cache, sequence " << s << ", " << threads << " threads");
         CHECK(same_bits(together[s], alone[s]));
     }
 }

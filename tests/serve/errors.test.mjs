@@ -152,12 +152,15 @@ for (const signal of ['SIGTERM', 'SIGINT']) {
 test('--help lists the flags; bad flags and an unusable port are clear errors', async () => {
   const help = spawnSync(binary, ['--help'], { encoding: 'utf8' });
   assert.equal(help.status, 0);
-  for (const flag of ['--model', '--host', '--port', '--threads', '--parallel', '--ctx-size', '--api-key', '--cors-origin', '--mmap']) {
+  for (const flag of ['--model', '--host', '--port', '--threads', '--parallel', '--ctx-size', '--api-key', '--cors-origin', '--mmap', '--cache-type']) {
     assert.match(help.stdout, new RegExp(flag));
   }
   const unknown = spawnSync(binary, ['--bogus', '1'], { encoding: 'utf8' });
   assert.equal(unknown.status, 2);
   assert.match(unknown.stderr, /unknown option '--bogus'/);
+  const cacheType = spawnSync(binary, ['--cache-type', 'q8_0'], { encoding: 'utf8' });
+  assert.equal(cacheType.status, 2);
+  assert.match(cacheType.stderr, /--cache-type must be f32 or f16, got 'q8_0'/);
   const port = spawnSync(binary, ['--port', '99999'], { encoding: 'utf8' });
   assert.equal(port.status, 2);
   assert.match(port.stderr, /--port: expected a whole number/);
@@ -187,4 +190,8 @@ test('--mmap maps the weights instead of reading them and serves the same greedy
   const read = await complete([]);
   assert.ok(read.length > 0);
   assert.equal(await complete(['--mmap']), read);
+  // An f16 KV cache serves as well, and the same text on every run.
+  const f16 = await complete(['--cache-type', 'f16']);
+  assert.ok(f16.length > 0);
+  assert.equal(await complete(['--cache-type', 'f16', '--mmap']), f16);
 });

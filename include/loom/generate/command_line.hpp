@@ -42,6 +42,7 @@ struct GenerateCommand {
     OutputFormat format = OutputFormat::text;
     std::string dump_logits;  // file for raw f32 logits, one vocabulary row per step
     FileAccess weights = FileAccess::read;
+    DType cache_dtype = DType::f32;
     bool help = false;
 };
 
@@ -50,7 +51,7 @@ inline const char* generate_usage() {
            "                     [--max-tokens N]\n"
            "                     [--temperature T] [--top-k K] [--top-p P] [--min-p M] [--repeat-penalty R]\n"
            "                     [--seed S] [--stop STR] [--threads N] [--format text|ids|json]\n"
-           "                     [--dump-logits FILE] [--mmap]\n"
+           "                     [--dump-logits FILE] [--mmap] [--cache-type f32|f16]\n"
            "\n"
            "  --model        a model folder (config.json, model.safetensors) or an Org/Name id in the\n"
            "                 Hugging Face cache; without it, a small built-in model with synthetic weights\n"
@@ -67,7 +68,9 @@ inline const char* generate_usage() {
            "  --format       text (stream as generated), ids, or json (one object at the end)\n"
            "  --dump-logits  write each step's logits (little-endian f32, vocabulary-sized rows)\n"
            "  --mmap         map the weight files instead of reading them into memory: starts at once and\n"
-           "                 shares the page cache, but decoding may be less steady (docs/performance.md)\n";
+           "                 shares the page cache, but decoding may be less steady (docs/performance.md)\n"
+           "  --cache-type   KV cache elements: f32 (default, PyTorch's f32 arithmetic) or f16 (half the\n"
+           "                 memory and cache reads; each key and value rounded once, still deterministic)\n";
 }
 
 namespace detail {
@@ -160,6 +163,7 @@ inline GenerateCommand parse_generate_arguments(const std::vector<std::string>& 
             else if (value == "json") command.format = OutputFormat::json;
             else throw argument_error("--format must be text, ids or json, got '" + value + "'");
         } else if (flag == "--dump-logits") command.dump_logits = value;
+        else if (flag == "--cache-type") command.cache_dtype = nn::parse_cache_dtype(flag, value);
         else throw argument_error("unknown option '" + flag + "' (see --help)");
     }
     if (command.help) return command;
@@ -208,6 +212,7 @@ inline int run_generate(const std::vector<std::string>& arguments, std::ostream&
         }
         models::LoadedModel model =
             command.model.empty() ? models::load_default_model() : models::load_model(command.model, command.weights);
+        model.network->set_cache_dtype(command.cache_dtype);
         std::unique_ptr<tokenizer::Tokenizer> text_tokenizer;
         if (!model.folder.empty() && tokenizer::has_tokenizer(model.folder)) text_tokenizer = tokenizer::load_tokenizer(model.folder);
         if (!text_tokenizer && (command.prompt || !command.stop.empty())) {

@@ -6,14 +6,19 @@
 //   out[d]   = sum over k in ascending position order of weight[k] * value_k[d].
 // Nothing depends on the batch, the thread count or how the prompt was split into calls,
 // so a token's output is the same in prefill, token by token, or next to other sequences.
+// A cache holds f32 or f16 keys and values (see nn::KVCache): f16 ones are rounded once when
+// stored and widened exactly when read, so both kinds keep every guarantee above.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
 
+#include "loom/core/aligned.hpp"
+#include "loom/core/dtype.hpp"
 #include "loom/core/error.hpp"
 #include "loom/core/thread_pool.hpp"
 #include "loom/kernels/ops.hpp"
@@ -33,8 +38,9 @@ struct AttentionSequence {
     const float* queries;        // [tokens, query_heads, head_dim], positions first_position ...
     std::size_t tokens;
     std::size_t first_position;
-    float* keys;                 // [kv_heads, key_blocks, head_dim, 16], filled up to the last query's position
-    float* values;               // [capacity, kv_heads, head_dim]
+    std::byte* keys;             // [kv_heads, key_blocks, head_dim, 16], filled up to the last query's position
+    std::byte* values;           // [capacity, kv_heads, head_dim]
+    DType cache_dtype;           // of keys and values: f32 or f16
     std::size_t key_blocks;      // blocks of 16 positions per head
     float* out;                  // [tokens, query_heads, head_dim]
     // A single token's own key and value ([kv_heads, head_dim] each) when the cache does not
@@ -45,20 +51,54 @@ struct AttentionSequence {
     const float* new_value = nullptr;
 };
 
+// The element a cache of `dtype` stores (f16 as its bits), and a value rounded to it.
+template <DType dtype>
+using CacheElement = std::conditional_t<dtype == DType::f32, float, std::uint16_t>;
+
+template <DType dtype>
+inline CacheElement<dtype> to_cache_element(float value) noexcept {
+    static_assert(dtype == DType::f32 || dtype == DType::f16, "KV caches hold f32 or f16");
+    if constexpr (dtype == DType::f32) {
+        return value;
+    } else {
+        return f32_to_f16(value);  // the scalar rounding on every target: the same bits everywhere
+    }
+}
+
 // Writes one key into a head's blocks of the layout above: position p lands in block p / 16,
 // as element [d][p % 16] of that block's [head_dim, 16] (16 keys fill one accumulator).
-inline void store_key_in_blocks(float* head_blocks, std::size_t position, const float* key, std::size_t head_dim) noexcept {
-    float* block = head_blocks + (position / reduction_lanes) * head_dim * reduction_lanes + position % reduction_lanes;
-    for (std::size_t d = 0; d < head_dim; ++d) block[d * reduction_lanes] = key[d];
+template <DType dtype = DType::f32>
+inline void store_key_in_blocks(CacheElement<dtype>* head_blocks, std::size_t position, const float* key,
+                                std::size_t head_dim) noexcept {
+    CacheElement<dtype>* block =
+        head_blocks + (position / reduction_lanes) * head_dim * reduction_lanes + position % reduction_lanes;
+    for (std::size_t d = 0; d < head_dim; ++d) block[d * reduction_lanes] = to_cache_element<dtype>(key[d]);
 }
 
 // Stores one position of one kv head: its key into the head's blocks (`head_keys`, as
 // store_key_in_blocks) and its value into row `position` of `head_values` (the head's part
-// of position 0, rows `kv_stride` floats apart).
-inline void store_position(float* head_keys, float* head_values, std::size_t kv_stride, std::size_t position,
-                           const float* key, const float* value, std::size_t head_dim) noexcept {
-    store_key_in_blocks(head_keys, position, key, head_dim);
-    std::copy_n(value, head_dim, head_values + position * kv_stride);
+// of position 0, rows `kv_stride` elements apart).
+template <DType dtype>
+inline void store_position(CacheElement<dtype>* head_keys, CacheElement<dtype>* head_values, std::size_t kv_stride,
+                           std::size_t position, const float* key, const float* value, std::size_t head_dim) noexcept {
+    store_key_in_blocks<dtype>(head_keys, position, key, head_dim);
+    CacheElement<dtype>* row = head_values + position * kv_stride;
+    for (std::size_t d = 0; d < head_dim; ++d) row[d] = to_cache_element<dtype>(value[d]);
+}
+
+// store_position for a cache of either element type (its arrays as bytes).
+inline void store_position(DType dtype, std::byte* head_keys, std::byte* head_values, std::size_t kv_stride,
+                           std::size_t position, const float* key, const float* value, std::size_t head_dim) {
+    switch (dtype) {
+        case DType::f32:
+            return store_position<DType::f32>(reinterpret_cast<float*>(head_keys), reinterpret_cast<float*>(head_values),
+                                              kv_stride, position, key, value, head_dim);
+        case DType::f16:
+            return store_position<DType::f16>(reinterpret_cast<std::uint16_t*>(head_keys),
+                                              reinterpret_cast<std::uint16_t*>(head_values), kv_stride, position, key,
+                                              value, head_dim);
+        default: throw argument_error("a KV cache holds F32 or F16 values, not " + std::string(dtype_name(dtype)));
+    }
 }
 
 namespace detail {
@@ -111,13 +151,13 @@ inline std::size_t score_row_length(std::size_t first_key, std::size_t end) noex
 // consecutive blocks, run r starting at block + r * run_stride: for each of those blocks c,
 // scores[h * scores_stride + 16 * (c - block) + lane] = (query_h . key(16 * c + lane)) * scale.
 // keys: one kv head's [blocks, head_dim, 16].
-template <std::size_t Heads, std::size_t PerRun, std::size_t Runs = 1>
-LOOM_ALWAYS_INLINE void score_blocks(const float* queries, std::size_t query_stride, const float* keys,
+template <std::size_t Heads, std::size_t PerRun, std::size_t Runs = 1, DType Cache = DType::f32>
+LOOM_ALWAYS_INLINE void score_blocks(const float* queries, std::size_t query_stride, const CacheElement<Cache>* keys,
                                      std::size_t head_dim, std::size_t block, float scale, float* scores,
                                      std::size_t scores_stride, std::size_t run_stride = 0) noexcept {
     constexpr std::size_t Blocks = PerRun * Runs;
     auto offset = [&](std::size_t b) { return b / PerRun * run_stride + b % PerRun; };  // from `block`
-    const float* first = keys + block * head_dim * reduction_lanes;
+    const CacheElement<Cache>* first = keys + block * head_dim * reduction_lanes;
     simd::Lanes16 sums[Heads][Blocks];
     LOOM_UNROLL for (auto& head : sums) {
         LOOM_UNROLL for (auto& lanes : head) lanes = simd::zero16();
@@ -125,9 +165,9 @@ LOOM_ALWAYS_INLINE void score_blocks(const float* queries, std::size_t query_str
     for (std::size_t d = 0; d < head_dim; ++d) {
         simd::Lanes16 key[Blocks];
         LOOM_UNROLL for (std::size_t b = 0; b < Blocks; ++b) {
-            const float* line = first + (offset(b) * head_dim + d) * reduction_lanes;
-            simd::prefetch(reinterpret_cast<const std::byte*>(line) + key_prefetch_distance);
-            key[b] = simd::load16(line);
+            const auto* line = reinterpret_cast<const std::byte*>(first + (offset(b) * head_dim + d) * reduction_lanes);
+            simd::prefetch(line + key_prefetch_distance);
+            key[b] = simd::load16_weights<Cache>(line);
             LOOM_UNROLL for (auto& part : key[b].part) simd::hold_in_register(part);
         }
         LOOM_UNROLL for (std::size_t h = 0; h < Heads; ++h) {
@@ -151,8 +191,8 @@ LOOM_ALWAYS_INLINE void score_blocks(const float* queries, std::size_t query_str
 // Scores of Heads query heads against the keys [first_key, end), in whole blocks: row h
 // (scores_stride >= score_row_length) holds the key at position p at p - first_block_start.
 // Positions of a block outside the range are computed and ignored.
-template <std::size_t Heads>
-void attention_scores(const float* queries, std::size_t query_stride, const float* keys, std::size_t head_dim,
+template <std::size_t Heads, DType Cache = DType::f32>
+void attention_scores(const float* queries, std::size_t query_stride, const CacheElement<Cache>* keys, std::size_t head_dim,
                       std::size_t first_key, std::size_t end, float scale, float* scores,
                       std::size_t scores_stride) noexcept {
     // Independent sums per step: a few blocks of keys when there are few heads.
@@ -172,17 +212,17 @@ void attention_scores(const float* queries, std::size_t query_stride, const floa
         constexpr std::size_t PerRun = std::max<std::size_t>(1, Blocks / 2);
         const std::size_t run = blocks / 2 / PerRun * PerRun;
         for (; b < run; b += PerRun) {
-            score_blocks<Heads, PerRun, 2>(queries, query_stride, keys, head_dim, first_block + b, scale,
+            score_blocks<Heads, PerRun, 2, Cache>(queries, query_stride, keys, head_dim, first_block + b, scale,
                                            scores + b * reduction_lanes, scores_stride, run);
         }
         b = 2 * run;
     }
     for (; b + Blocks <= blocks; b += Blocks) {
-        score_blocks<Heads, Blocks>(queries, query_stride, keys, head_dim, first_block + b, scale,
+        score_blocks<Heads, Blocks, 1, Cache>(queries, query_stride, keys, head_dim, first_block + b, scale,
                                     scores + b * reduction_lanes, scores_stride);
     }
     for (; b < blocks; ++b) {
-        score_blocks<Heads, 1>(queries, query_stride, keys, head_dim, first_block + b, scale,
+        score_blocks<Heads, 1, 1, Cache>(queries, query_stride, keys, head_dim, first_block + b, scale,
                                scores + b * reduction_lanes, scores_stride);
     }
 }
@@ -190,9 +230,9 @@ void attention_scores(const float* queries, std::size_t query_stride, const floa
 // out_h[d] = sum_k weights[h * weights_stride + k] * value_k[d] for Heads heads (outputs
 // head_dim apart), keys in ascending order; values rows `stride` apart. Vectors SIMD
 // registers of each head's output stay in registers over all keys.
-template <std::size_t Heads, std::size_t Vectors>
+template <std::size_t Heads, std::size_t Vectors, DType Cache>
 LOOM_ALWAYS_INLINE void weighted_values_block(const float* weights, std::size_t weights_stride, std::size_t count,
-                                              const float* values, std::size_t stride, float* out,
+                                              const CacheElement<Cache>* values, std::size_t stride, float* out,
                                               std::size_t head_dim) noexcept {
     simd::Floats sums[Heads][Vectors];
     LOOM_UNROLL for (auto& head : sums) {
@@ -201,9 +241,9 @@ LOOM_ALWAYS_INLINE void weighted_values_block(const float* weights, std::size_t 
     for (std::size_t k = 0; k < count; ++k) {
         simd::Floats value[Vectors];
         LOOM_UNROLL for (std::size_t v = 0; v < Vectors; ++v) {
-            const float* part = values + k * stride + v * simd::width;
-            if ((v * simd::width) % 16 == 0) simd::prefetch(part + value_prefetch_rows * stride);
-            value[v] = simd::load(part);
+            const CacheElement<Cache>* part = values + k * stride + v * simd::width;
+            if ((v * simd::width * sizeof *part) % cache_line_bytes == 0) simd::prefetch(part + value_prefetch_rows * stride);
+            value[v] = simd::load_widened<Cache>(reinterpret_cast<const std::byte*>(part));
             simd::hold_in_register(value[v]);
         }
         LOOM_UNROLL for (std::size_t h = 0; h < Heads; ++h) {
@@ -216,23 +256,27 @@ LOOM_ALWAYS_INLINE void weighted_values_block(const float* weights, std::size_t 
     }
 }
 
-template <std::size_t Heads>
-void weighted_values(const float* weights, std::size_t weights_stride, std::size_t count, const float* values,
+template <std::size_t Heads, DType Cache = DType::f32>
+void weighted_values(const float* weights, std::size_t weights_stride, std::size_t count,
+                     const CacheElement<Cache>* values,
                      std::size_t stride, std::size_t head_dim, float* out) noexcept {
     // Heads x Vectors accumulators plus the loaded values fit the register file.
     constexpr std::size_t vectors = simd::parts == 1 ? 4 : 2;
     constexpr std::size_t block = vectors * simd::width;
     std::size_t d = 0;
     for (; d + block <= head_dim; d += block) {
-        weighted_values_block<Heads, vectors>(weights, weights_stride, count, values + d, stride, out + d, head_dim);
+        weighted_values_block<Heads, vectors, Cache>(weights, weights_stride, count, values + d, stride, out + d, head_dim);
     }
     for (; d + simd::width <= head_dim; d += simd::width) {
-        weighted_values_block<Heads, 1>(weights, weights_stride, count, values + d, stride, out + d, head_dim);
+        weighted_values_block<Heads, 1, Cache>(weights, weights_stride, count, values + d, stride, out + d, head_dim);
     }
     for (; d < head_dim; ++d) {
         for (std::size_t h = 0; h < Heads; ++h) {
             float sum = 0.0f;
-            for (std::size_t k = 0; k < count; ++k) sum = sum + weights[h * weights_stride + k] * values[k * stride + d];
+            for (std::size_t k = 0; k < count; ++k) {
+                sum = sum + weights[h * weights_stride + k] *
+                                load_as_f32(reinterpret_cast<const std::byte*>(values + k * stride + d), Cache, 0);
+            }
             out[h * head_dim + d] = sum;
         }
     }
@@ -242,8 +286,8 @@ void weighted_values(const float* weights, std::size_t weights_stride, std::size
 // queries and out [Heads, head_dim]; keys: the kv head's [blocks, head_dim, 16]; values:
 // position 0 of the kv head, rows kv_stride apart. Leaves each head's softmax weights in
 // scores (rows score_row_length(first_key, position + 1) apart, see attention_scores).
-template <std::size_t Heads>
-void attend(const float* queries, const float* keys, const float* values, std::size_t kv_stride,
+template <std::size_t Heads, DType Cache = DType::f32>
+void attend(const float* queries, const CacheElement<Cache>* keys, const CacheElement<Cache>* values, std::size_t kv_stride,
             std::size_t head_dim, std::size_t position, std::size_t sliding_window, float scale,
             std::vector<float>& scores, float* out) {
     const std::size_t first_key = detail::first_key(position, sliding_window);
@@ -251,10 +295,11 @@ void attend(const float* queries, const float* keys, const float* values, std::s
     const std::size_t row = score_row_length(first_key, position + 1);
     const std::size_t skip = first_key - first_block_start(first_key);
     if (scores.size() < Heads * row) scores.resize(Heads * row);
-    attention_scores<Heads>(queries, head_dim, keys, head_dim, first_key, position + 1, scale, scores.data(), row);
+    attention_scores<Heads, Cache>(queries, head_dim, keys, head_dim, first_key, position + 1, scale, scores.data(), row);
     // Each row has room up to its end (whole blocks), past the keys' own scores.
     for (std::size_t h = 0; h < Heads; ++h) softmax(scores.data() + h * row + skip, key_count, row - skip);
-    weighted_values<Heads>(scores.data() + skip, row, key_count, values + first_key * kv_stride, kv_stride, head_dim, out);
+    weighted_values<Heads, Cache>(scores.data() + skip, row, key_count, values + first_key * kv_stride, kv_stride, head_dim,
+                                  out);
 }
 
 // A prompt's later positions attend to more keys, so items in position order would give the
@@ -282,6 +327,10 @@ inline void causal_attention(std::span<const AttentionSequence> sequences, const
             throw argument_error("attention: a new key and value are stored for exactly one token, both given, got " +
                                  std::to_string(sequence.tokens) + " tokens");
         }
+        if (sequence.cache_dtype != DType::f32 && sequence.cache_dtype != DType::f16) {
+            throw argument_error("attention: a KV cache holds F32 or F16 values, not " +
+                                 std::string(dtype_name(sequence.cache_dtype)));
+        }
         items += sequence.tokens * shape.kv_heads;
     }
     pool.parallel_for(items, [&](std::size_t begin, std::size_t end) {
@@ -297,18 +346,29 @@ inline void causal_attention(std::span<const AttentionSequence> sequences, const
             const std::size_t token = detail::balanced_token(local / shape.kv_heads, sequence->tokens);
             const std::size_t kv_head = local % shape.kv_heads;
             const std::size_t first_head = token * shape.query_heads + kv_head * group;
-            float* keys = sequence->keys + kv_head * sequence->key_blocks * head_dim * reduction_lanes;
-            float* values = sequence->values + kv_head * head_dim;
-            if (sequence->new_key) {
-                store_position(keys, values, kv_stride, sequence->first_position, sequence->new_key + kv_head * head_dim,
-                               sequence->new_value + kv_head * head_dim, head_dim);
+            auto attend_in = [&](auto cache) {
+                constexpr DType Cache = decltype(cache)::value;
+                auto* keys = reinterpret_cast<CacheElement<Cache>*>(sequence->keys) +
+                             kv_head * sequence->key_blocks * head_dim * reduction_lanes;
+                auto* values = reinterpret_cast<CacheElement<Cache>*>(sequence->values) + kv_head * head_dim;
+                if (sequence->new_key) {
+                    store_position<Cache>(keys, values, kv_stride, sequence->first_position,
+                                          sequence->new_key + kv_head * head_dim,
+                                          sequence->new_value + kv_head * head_dim, head_dim);
+                }
+                detail::in_head_chunks(group, [&](std::size_t chunk, auto heads) {
+                    const std::size_t offset = (first_head + chunk) * head_dim;
+                    detail::attend<decltype(heads)::value, Cache>(sequence->queries + offset, keys, values, kv_stride,
+                                                                  head_dim, sequence->first_position + token,
+                                                                  shape.sliding_window, scale, scores,
+                                                                  sequence->out + offset);
+                });
+            };
+            if (sequence->cache_dtype == DType::f16) {
+                attend_in(std::integral_constant<DType, DType::f16>{});
+            } else {
+                attend_in(std::integral_constant<DType, DType::f32>{});
             }
-            detail::in_head_chunks(group, [&](std::size_t chunk, auto heads) {
-                const std::size_t offset = (first_head + chunk) * head_dim;
-                detail::attend<decltype(heads)::value>(sequence->queries + offset, keys, values, kv_stride, head_dim,
-                                                       sequence->first_position + token, shape.sliding_window, scale,
-                                                       scores, sequence->out + offset);
-            });
         }
     });
 }

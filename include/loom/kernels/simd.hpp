@@ -432,6 +432,26 @@ LOOM_ALWAYS_INLINE Lanes16 load16_weights(const std::byte* p) noexcept {
     }
 }
 
+// One register of `width` consecutive values stored as f32 or f16, as f32 (exact, as
+// load16_weights): a KV cache's value rows.
+template <DType dtype>
+LOOM_ALWAYS_INLINE Floats load_widened(const std::byte* p) noexcept {
+    static_assert(dtype == DType::f32 || dtype == DType::f16, "KV caches hold f32 or f16");
+    if constexpr (dtype == DType::f32) {
+        return load(reinterpret_cast<const float*>(p));
+    } else {
+#if defined(LOOM_SIMD_X86_512)
+        return _mm512_maskz_cvtph_ps(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#elif defined(LOOM_SIMD_X86_256) && defined(__F16C__)
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#else
+        alignas(64) float expanded[width];
+        for (std::size_t lane = 0; lane < width; ++lane) expanded[lane] = load_as_f32(p, dtype, lane);
+        return load(expanded);
+#endif
+    }
+}
+
 // The last n < 16 elements of a row, zero-padded to 16 (a zero product leaves a lane as
 // it is, up to the sign of a zero sum, identically on every target).
 inline Lanes16 load16_tail(const float* p, std::size_t n) noexcept {

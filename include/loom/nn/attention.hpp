@@ -81,7 +81,7 @@ struct Attention {
             const bool decoding = sequence.tokens == 1;
             if (!decoding) cache.store(layer, cache.length(), sequence.tokens, keys, values);
             scratch.sequences.push_back({scratch.queries.data() + sequence.first_row * q_width, sequence.tokens,
-                                         cache.length(), cache.keys(layer), cache.values(layer), cache.key_blocks(),
+                                         cache.length(), cache.keys(layer), cache.values(layer), cache.dtype(), cache.key_blocks(),
                                          scratch.mixed.data() + sequence.first_row * q_width, decoding ? keys : nullptr,
                                          decoding ? values : nullptr});
         }

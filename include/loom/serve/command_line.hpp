@@ -41,6 +41,7 @@ struct ServeCommand {
     bool prompt_cache = true;
     std::size_t train_wait_seconds = 30;
     FileAccess weights = FileAccess::read;
+    DType cache_dtype = DType::f32;
     bool help = false;
 };
 
@@ -49,6 +50,7 @@ inline const char* serve_usage() {
            "                  [--ctx-size N] [--api-key KEY] [--cors-origin ORIGIN] [--alias NAME]\n"
            "                  [--queue N] [--batch-size N] [--timeout SECONDS] [--body-limit BYTES]\n"
            "                  [--no-train] [--train-wait SECONDS] [--no-prompt-cache] [--mmap]\n"
+           "                  [--cache-type f32|f16]\n"
            "\n"
            "  --model        a model folder or an Org/Name id in the Hugging Face cache; without it, the\n"
            "                 small built-in model (token ids only: it has no tokenizer)\n"
@@ -71,7 +73,8 @@ inline const char* serve_usage() {
            "  --no-prompt-cache  run every prompt in full; by default a prompt starts from the longest start\n"
            "                 of it that a finished request's KV cache holds (the same tokens either way)\n"
            "  --mmap         map the weight files instead of reading them into memory: starts at once and\n"
-           "                 shares the page cache, but decoding may be less steady (docs/performance.md)\n";
+           "                 shares the page cache, but decoding may be less steady (docs/performance.md)\n"
+           "  --cache-type   KV cache elements: f32 (default) or f16 (half the memory and cache reads)\n";
 }
 
 inline ServeCommand parse_serve_arguments(const std::vector<std::string>& arguments) {
@@ -116,6 +119,7 @@ inline ServeCommand parse_serve_arguments(const std::vector<std::string>& argume
         else if (flag == "--train-wait") command.train_wait_seconds = parse_integer<std::size_t>(flag, value);
         else if (flag == "--api-key") command.api_key = value;
         else if (flag == "--cors-origin") command.cors_origin = value;
+        else if (flag == "--cache-type") command.cache_dtype = nn::parse_cache_dtype(flag, value);
         else throw argument_error("unknown option '" + flag + "' (see --help)");
     }
     return command;
@@ -153,6 +157,7 @@ inline int run_serve(const std::vector<std::string>& arguments, const StaticAsse
 
         models::LoadedModel model =
             command.model.empty() ? models::load_default_model() : models::load_model(command.model, command.weights);
+        model.network->set_cache_dtype(command.cache_dtype);
         std::unique_ptr<tokenizer::Tokenizer> text_tokenizer;
         if (!model.folder.empty() && tokenizer::has_tokenizer(model.folder)) text_tokenizer = tokenizer::load_tokenizer(model.folder);
 

@@ -537,6 +537,7 @@ private:
             ++weights_version_;
             if (!trainable_) {
                 trainable_ = std::make_unique<train::TrainableLlama>(model_.config(), model_.network->weights());
+                trainable_->network->set_cache_dtype(model_.network->cache_dtype());
                 network_ = trainable_->network.get();
             }
             train::TokenStream stream;
