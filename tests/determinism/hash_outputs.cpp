@@ -544,16 +544,25 @@ Run run_model_in_batch(const loom::models::Llama& model, const std::vector<int>&
 void hash_models(Hashes& hashes, SelfCheck& check, loom::ThreadPool& one, loom::ThreadPool& three) {
     constexpr std::size_t prompt_length = 37;  // crosses the tiny Mistral's 8-token window
     constexpr std::size_t decode_steps = 24;
+    // Every weight type with the f32 cache, and bf16 weights with the f16 cache as well (its
+    // rounding and widening run on every target).
+    struct Setting {
+        DType weights, cache;
+    };
+    const Setting settings[] = {
+        {DType::f32, DType::f32}, {DType::bf16, DType::f32}, {DType::f16, DType::f32}, {DType::bf16, DType::f16}};
     for (const char* preset : {"tiny-llama", "tiny-qwen2", "tiny-mistral"}) {
-        for (DType dtype : all_dtypes) {
+        for (const Setting& setting : settings) {
             loom::models::SyntheticModelSpec spec = loom::models::synthetic_preset(preset);
-            spec.dtype = dtype;
+            spec.dtype = setting.weights;
             spec.weight_std = 0.25;  // wide enough that greedy decoding does not repeat one token
             const auto model = loom::models::load_synthetic_model(spec, "memory");
+            model.network->set_cache_dtype(setting.cache);
             std::vector<int> prompt;
             for (std::size_t i = 0; i < prompt_length; ++i) prompt.push_back(int((i * 101 + 7) % spec.vocab_size));
 
-            const std::string name = std::string("model/") + preset + "/" + dtype_label(dtype);
+            const std::string name = std::string("model/") + preset + "/" + dtype_label(setting.weights) +
+                                     (setting.cache == DType::f16 ? "/f16-cache" : "");
             const Run reference = run_model(*model.network, prompt, prompt_length, decode_steps, one);
             const struct {
                 std::size_t chunk;
