@@ -51,6 +51,13 @@ struct AttentionSequence {
     const float* new_value = nullptr;
 };
 
+// The element types a KV cache can hold.
+inline void check_cache_dtype(DType dtype) {
+    if (dtype != DType::f32 && dtype != DType::f16) {
+        throw argument_error("a KV cache holds F32 or F16 values, not " + std::string(dtype_name(dtype)));
+    }
+}
+
 // The element a cache of `dtype` stores (f16 as its bits), and a value rounded to it.
 template <DType dtype>
 using CacheElement = std::conditional_t<dtype == DType::f32, float, std::uint16_t>;
@@ -97,7 +104,7 @@ inline void store_position(DType dtype, std::byte* head_keys, std::byte* head_va
             return store_position<DType::f16>(reinterpret_cast<std::uint16_t*>(head_keys),
                                               reinterpret_cast<std::uint16_t*>(head_values), kv_stride, position, key,
                                               value, head_dim);
-        default: throw argument_error("a KV cache holds F32 or F16 values, not " + std::string(dtype_name(dtype)));
+        default: check_cache_dtype(dtype);
     }
 }
 
@@ -213,17 +220,17 @@ void attention_scores(const float* queries, std::size_t query_stride, const Cach
         const std::size_t run = blocks / 2 / PerRun * PerRun;
         for (; b < run; b += PerRun) {
             score_blocks<Heads, PerRun, 2, Cache>(queries, query_stride, keys, head_dim, first_block + b, scale,
-                                           scores + b * reduction_lanes, scores_stride, run);
+                                                  scores + b * reduction_lanes, scores_stride, run);
         }
         b = 2 * run;
     }
     for (; b + Blocks <= blocks; b += Blocks) {
         score_blocks<Heads, Blocks, 1, Cache>(queries, query_stride, keys, head_dim, first_block + b, scale,
-                                    scores + b * reduction_lanes, scores_stride);
+                                              scores + b * reduction_lanes, scores_stride);
     }
     for (; b < blocks; ++b) {
         score_blocks<Heads, 1, 1, Cache>(queries, query_stride, keys, head_dim, first_block + b, scale,
-                               scores + b * reduction_lanes, scores_stride);
+                                         scores + b * reduction_lanes, scores_stride);
     }
 }
 
@@ -258,8 +265,7 @@ LOOM_ALWAYS_INLINE void weighted_values_block(const float* weights, std::size_t 
 
 template <std::size_t Heads, DType Cache = DType::f32>
 void weighted_values(const float* weights, std::size_t weights_stride, std::size_t count,
-                     const CacheElement<Cache>* values,
-                     std::size_t stride, std::size_t head_dim, float* out) noexcept {
+                     const CacheElement<Cache>* values, std::size_t stride, std::size_t head_dim, float* out) noexcept {
     // Heads x Vectors accumulators plus the loaded values fit the register file.
     constexpr std::size_t vectors = simd::parts == 1 ? 4 : 2;
     constexpr std::size_t block = vectors * simd::width;
@@ -327,10 +333,7 @@ inline void causal_attention(std::span<const AttentionSequence> sequences, const
             throw argument_error("attention: a new key and value are stored for exactly one token, both given, got " +
                                  std::to_string(sequence.tokens) + " tokens");
         }
-        if (sequence.cache_dtype != DType::f32 && sequence.cache_dtype != DType::f16) {
-            throw argument_error("attention: a KV cache holds F32 or F16 values, not " +
-                                 std::string(dtype_name(sequence.cache_dtype)));
-        }
+        check_cache_dtype(sequence.cache_dtype);
         items += sequence.tokens * shape.kv_heads;
     }
     pool.parallel_for(items, [&](std::size_t begin, std::size_t end) {

@@ -70,11 +70,7 @@ public:
     std::size_t element_size() const noexcept { return dtype_size(dtype_); }
 
     // The element types a cache can hold.
-    static void check_dtype(DType dtype) {
-        if (dtype != DType::f32 && dtype != DType::f16) {
-            throw argument_error("a KV cache holds F32 or F16 values, not " + std::string(dtype_name(dtype)));
-        }
-    }
+    static void check_dtype(DType dtype) { kernels::check_cache_dtype(dtype); }
 
     // Stores `tokens` rows of keys and values ([tokens, kv_heads, head_dim] each) at
     // positions first_position ...
