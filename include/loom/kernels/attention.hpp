@@ -58,6 +58,15 @@ inline void check_cache_dtype(DType dtype) {
     }
 }
 
+// Calls body(std::integral_constant<DType, dtype>) for a cache's element type, so that the
+// code for each type is compiled once and chosen at run time.
+template <typename Body>
+decltype(auto) with_cache_dtype(DType dtype, Body&& body) {
+    check_cache_dtype(dtype);
+    if (dtype == DType::f16) return body(std::integral_constant<DType, DType::f16>{});
+    return body(std::integral_constant<DType, DType::f32>{});
+}
+
 // The element a cache of `dtype` stores (f16 as its bits), and a value rounded to it.
 template <DType dtype>
 using CacheElement = std::conditional_t<dtype == DType::f32, float, std::uint16_t>;
@@ -96,16 +105,12 @@ inline void store_position(CacheElement<dtype>* head_keys, CacheElement<dtype>* 
 // store_position for a cache of either element type (its arrays as bytes).
 inline void store_position(DType dtype, std::byte* head_keys, std::byte* head_values, std::size_t kv_stride,
                            std::size_t position, const float* key, const float* value, std::size_t head_dim) {
-    switch (dtype) {
-        case DType::f32:
-            return store_position<DType::f32>(reinterpret_cast<float*>(head_keys), reinterpret_cast<float*>(head_values),
-                                              kv_stride, position, key, value, head_dim);
-        case DType::f16:
-            return store_position<DType::f16>(reinterpret_cast<std::uint16_t*>(head_keys),
-                                              reinterpret_cast<std::uint16_t*>(head_values), kv_stride, position, key,
-                                              value, head_dim);
-        default: check_cache_dtype(dtype);
-    }
+    with_cache_dtype(dtype, [&](auto cache) {
+        using Element = CacheElement<decltype(cache)::value>;
+        store_position<decltype(cache)::value>(reinterpret_cast<Element*>(head_keys),
+                                               reinterpret_cast<Element*>(head_values), kv_stride, position, key,
+                                               value, head_dim);
+    });
 }
 
 namespace detail {
@@ -349,7 +354,7 @@ inline void causal_attention(std::span<const AttentionSequence> sequences, const
             const std::size_t token = detail::balanced_token(local / shape.kv_heads, sequence->tokens);
             const std::size_t kv_head = local % shape.kv_heads;
             const std::size_t first_head = token * shape.query_heads + kv_head * group;
-            auto attend_in = [&](auto cache) {
+            with_cache_dtype(sequence->cache_dtype, [&](auto cache) {
                 constexpr DType Cache = decltype(cache)::value;
                 auto* keys = reinterpret_cast<CacheElement<Cache>*>(sequence->keys) +
                              kv_head * sequence->key_blocks * head_dim * reduction_lanes;
@@ -366,12 +371,7 @@ inline void causal_attention(std::span<const AttentionSequence> sequences, const
                                                                   shape.sliding_window, scale, scores,
                                                                   sequence->out + offset);
                 });
-            };
-            if (sequence->cache_dtype == DType::f16) {
-                attend_in(std::integral_constant<DType, DType::f16>{});
-            } else {
-                attend_in(std::integral_constant<DType, DType::f32>{});
-            }
+            });
         }
     });
 }

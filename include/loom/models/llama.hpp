@@ -92,7 +92,7 @@ public:
     // (the default: the same arithmetic as a PyTorch run in f32) or f16 (half the memory and
     // half the bytes each decoding step reads; see nn/kv_cache.hpp).
     void set_cache_dtype(DType dtype) {
-        nn::KVCache::check_dtype(dtype);
+        kernels::check_cache_dtype(dtype);
         cache_dtype_ = dtype;
     }
     DType cache_dtype() const noexcept { return cache_dtype_; }

@@ -38,7 +38,7 @@ public:
             DType dtype = DType::f32)
         : capacity_(capacity), kv_heads_(kv_heads), head_dim_(head_dim), row_size_(kv_heads * head_dim),
           dtype_(dtype), keys_(layers), values_(layers) {
-        check_dtype(dtype);
+        kernels::check_cache_dtype(dtype);
         constexpr std::size_t max_floats = std::size_t(1) << 40;  // 4 TiB: past this, a size overflowed
         if (row_size_ == 0 || capacity > max_floats / row_size_ / std::max<std::size_t>(layers, 1) / 2) {
             throw argument_error("KV cache of " + std::to_string(capacity) + " positions x " + std::to_string(layers) +
@@ -68,9 +68,6 @@ public:
     std::size_t head_dim() const noexcept { return head_dim_; }
     DType dtype() const noexcept { return dtype_; }
     std::size_t element_size() const noexcept { return dtype_size(dtype_); }
-
-    // The element types a cache can hold.
-    static void check_dtype(DType dtype) { kernels::check_cache_dtype(dtype); }
 
     // Stores `tokens` rows of keys and values ([tokens, kv_heads, head_dim] each) at
     // positions first_position ...
