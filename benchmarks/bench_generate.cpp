@@ -1,8 +1,8 @@
 // Prefill and decode speed, time to first token and peak memory on full-size model shapes
 // (SmolLM2-135M, Qwen2.5-0.5B) with synthetic weights, set against the machine's memory
 // bandwidth (decode streams every weight once per token, so bandwidth bounds it) and,
-// with --pytorch, against plain PyTorch (benchmarks/bench_pytorch.py) on the same
-// checkpoints. Checkpoints are written once into --dir and read into memory as loom_generate
+// with --pytorch, against plain PyTorch (benchmarks/bench_pytorch.py) and, with
+// --llama-bench, against llama.cpp (benchmarks/bench_llama_cpp.mjs) on the same checkpoints. Checkpoints are written once into --dir and read into memory as loom_generate
 // reads them (or mapped, --mmap). See --help.
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,7 +35,7 @@ namespace {
 constexpr const char* usage =
     "usage: loom_bench_generate [--prompt-tokens N] [--new-tokens N] [--repetitions N] [--presets a,b]\n"
     "                           [--dtypes a,b] [--threads a,b] [--dir DIR] [--bandwidth-mib N] [--mmap]\n"
-    "                           [--cache-type f32|f16] [--pytorch]\n"
+    "                           [--cache-type f32|f16] [--pytorch] [--llama-bench PATH]\n"
     "\n"
     "  --prompt-tokens  prompt length; prefill speed and TTFT are measured on it (default 128)\n"
     "  --new-tokens     greedy tokens generated after the prompt, at least 2 (default 128)\n"
@@ -51,11 +51,14 @@ constexpr const char* usage =
     "  --cache-type     KV cache elements, as loom_generate --cache-type (default f32; llama-bench's\n"
     "                   default is f16)\n"
     "  --pytorch        also run benchmarks/bench_pytorch.py (plain PyTorch, /usr/bin/python3)\n"
-    "                   on the same checkpoints, prompt and thread counts\n";
+    "                   on the same checkpoints, prompt and thread counts\n"
+    "  --llama-bench    also run llama.cpp's llama-bench at PATH through benchmarks/bench_llama_cpp.mjs\n"
+    "                   (node; the checkpoints are converted to GGUF once) on the same workload\n";
 
 constexpr const char* python = "/usr/bin/python3";
 constexpr const char* pytorch_script = LOOM_SOURCE_DIR "/benchmarks/bench_pytorch.py";
 constexpr int pytorch_missing_exit_code = 3;  // bench_pytorch.py: torch cannot be imported
+constexpr const char* llama_cpp_script = LOOM_SOURCE_DIR "/benchmarks/bench_llama_cpp.mjs";
 constexpr int bandwidth_repeats = 10;
 
 struct Options {
@@ -68,6 +71,7 @@ struct Options {
     std::filesystem::path dir = std::filesystem::temp_directory_path() / "loom-bench-models";
     std::size_t bandwidth_mib = 512;
     bool pytorch = false;
+    std::string llama_bench;  // path of llama.cpp's llama-bench, or empty
     loom::FileAccess weights = loom::FileAccess::read;
     loom::DType cache_dtype = loom::DType::f32;
     bool help = false;
@@ -98,6 +102,7 @@ Options parse_options(int argc, char** argv) {
         else if (flag == "--repetitions") options.repetitions = loom_bench::parse_at_least(flag, value, 1);
         else if (flag == "--bandwidth-mib") options.bandwidth_mib = loom_bench::parse_at_least(flag, value, 1);
         else if (flag == "--dir") options.dir = value;
+        else if (flag == "--llama-bench") options.llama_bench = value;
         else if (flag == "--cache-type") options.cache_dtype = loom::nn::parse_cache_dtype(flag, value);
         else if (flag == "--presets") {
             options.presets = loom_bench::split(flag, value);
@@ -286,18 +291,19 @@ LoomRun run_loom(const std::filesystem::path& folder, loom::FileAccess weights, 
     return run;
 }
 
-struct PythonRun {
+// A reference program's run (bench_pytorch.py, bench_llama_cpp.mjs).
+struct ReferenceRun {
     int exit_code = -1;
-    std::optional<nlohmann::json> result;  // bench_pytorch.py's JSON line
+    std::optional<nlohmann::json> result;  // the JSON line it printed
     std::string messages;                  // everything else it printed (warnings, errors)
 };
 
-PythonRun run_pytorch_script(const std::string& arguments) {
-    const std::string command = std::string(python) + " " + shell_quote(pytorch_script) + " " + arguments + " 2>&1";
-    PythonRun run;
+ReferenceRun run_reference(const std::string& command_line) {
+    const std::string command = command_line + " 2>&1";
+    ReferenceRun run;
     FILE* pipe = popen(command.c_str(), "r");
     if (pipe == nullptr) {
-        run.messages = "could not start " + std::string(python) + "\n";
+        run.messages = "could not start " + command_line + "\n";
         return run;
     }
     std::string output;
@@ -314,12 +320,31 @@ PythonRun run_pytorch_script(const std::string& arguments) {
     return run;
 }
 
+ReferenceRun run_pytorch_script(const std::string& arguments) {
+    return run_reference(std::string(python) + " " + shell_quote(pytorch_script) + " " + arguments);
+}
+
+// The row's figures next to Loom's, or "failed" cells and the reason on stderr.
+void print_reference_columns(const ReferenceRun& reference, const char* name, const std::filesystem::path& folder,
+                             double prefill, double decode) {
+    if (reference.exit_code == 0 && reference.result) {
+        const double their_prefill = (*reference.result)["prefill_tokens_per_second"].get<double>();
+        const double their_decode = (*reference.result)["decode_tokens_per_second"].get<double>();
+        std::printf(" %.1f | %.2f | %.2fx | %.2fx |", their_prefill, their_decode, prefill / their_prefill,
+                    decode / their_decode);
+    } else {
+        std::printf(" failed | failed | | |");
+        std::fprintf(stderr, "%s on %s failed (exit %d): %s", name, folder.c_str(), reference.exit_code,
+                     reference.messages.c_str());
+    }
+}
+
 // Prints torch's version and matmul speed at each thread count, or why PyTorch is left out;
 // returns whether it can run.
 bool print_pytorch_setup(const std::vector<std::size_t>& thread_counts) {
     std::string version, speeds;
     for (const std::size_t threads : thread_counts) {
-        const PythonRun probe = run_pytorch_script("--probe --threads " + std::to_string(threads));
+        const ReferenceRun probe = run_pytorch_script("--probe --threads " + std::to_string(threads));
         if (probe.exit_code == pytorch_missing_exit_code) {
             std::printf("PyTorch: not run, torch is not importable by %s\n", python);
             return false;
@@ -370,10 +395,14 @@ int run(const Options& options, int argc, char** argv) {
     const bool pytorch = options.pytorch && print_pytorch_setup(options.threads);
     std::fflush(stdout);
 
+    const bool llama_cpp = !options.llama_bench.empty();
     std::printf("\n| model | weights | file MB | threads | prefill tok/s | decode tok/s | TTFT ms | peak RSS MiB "
-                "| weight MB/token | bandwidth GB/s | bound tok/s | of bound |%s\n",
-                pytorch ? " PyTorch prefill tok/s | PyTorch decode tok/s | Loom/PyTorch prefill | Loom/PyTorch decode |" : "");
-    std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|%s\n", pytorch ? "---|---|---|---|" : "");
+                "| weight MB/token | bandwidth GB/s | bound tok/s | of bound |%s%s\n",
+                pytorch ? " PyTorch prefill tok/s | PyTorch decode tok/s | Loom/PyTorch prefill | Loom/PyTorch decode |" : "",
+                llama_cpp ? " llama.cpp prefill tok/s | llama.cpp decode tok/s | Loom/llama.cpp prefill | Loom/llama.cpp decode |" : "");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|%s%s\n", pytorch ? "---|---|---|---|" : "",
+                llama_cpp ? "---|---|---|---|" : "");
+    std::string llama_cpp_build;  // as the first successful llama.cpp run describes it
     std::fflush(stdout);
     for (const std::string& preset : options.presets) {
         for (const std::string& dtype : options.dtypes) {
@@ -400,19 +429,21 @@ int run(const Options& options, int argc, char** argv) {
                             double(loom_run.weight_bytes_per_token) / 1e6, bandwidth, bound,
                             100.0 * loom_run.fraction_of_bound());
                 if (pytorch) {
-                    const PythonRun reference = run_pytorch_script(
+                    const ReferenceRun reference = run_pytorch_script(
                         "--model " + shell_quote(folder.string()) + " --ids " + join(prompt) + " --new-tokens " +
                         std::to_string(options.new_tokens) + " --threads " + std::to_string(threads) +
                         " --repetitions " + std::to_string(options.repetitions));
-                    if (reference.exit_code == 0 && reference.result) {
-                        const double torch_prefill = (*reference.result)["prefill_tokens_per_second"].get<double>();
-                        const double torch_decode = (*reference.result)["decode_tokens_per_second"].get<double>();
-                        std::printf(" %.1f | %.2f | %.2fx | %.2fx |", torch_prefill, torch_decode,
-                                    prefill / torch_prefill, decode / torch_decode);
-                    } else {
-                        std::printf(" failed | failed | | |");
-                        std::fprintf(stderr, "bench_pytorch.py on %s failed (exit %d): %s", folder.c_str(),
-                                     reference.exit_code, reference.messages.c_str());
+                    print_reference_columns(reference, "bench_pytorch.py", folder, prefill, decode);
+                }
+                if (llama_cpp) {
+                    const ReferenceRun reference = run_reference(
+                        "node " + shell_quote(llama_cpp_script) + " --llama-bench " + shell_quote(options.llama_bench) +
+                        " --model " + shell_quote(folder.string()) + " --prompt-tokens " +
+                        std::to_string(options.prompt_tokens) + " --new-tokens " + std::to_string(options.new_tokens) +
+                        " --threads " + std::to_string(threads) + " --repetitions " + std::to_string(options.repetitions));
+                    print_reference_columns(reference, "bench_llama_cpp.mjs", folder, prefill, decode);
+                    if (llama_cpp_build.empty() && reference.exit_code == 0 && reference.result) {
+                        llama_cpp_build = (*reference.result)["llama_cpp"].get<std::string>();
                     }
                 }
                 std::printf("\n");
@@ -424,6 +455,12 @@ int run(const Options& options, int argc, char** argv) {
                 "timed run and after the last; each run takes the faster of the reads on either side of it, and the "
                 "row gives their mean; bound tok/s: that bandwidth / weight bytes per token (the KV cache's reads are "
                 "left out); of bound: the mean over the runs of each run's decode tok/s / its own bound.\n");
+    if (!llama_cpp_build.empty()) {
+        std::printf("llama.cpp: %s; llama-bench -p %zu -n 0 for prefill, -p 0 -n %zu -d %zu for decode, -r %zu, "
+                    "its defaults otherwise (f16 KV cache)\n",
+                    llama_cpp_build.c_str(), options.prompt_tokens, options.new_tokens, options.prompt_tokens,
+                    options.repetitions);
+    }
     return 0;
 }
 
