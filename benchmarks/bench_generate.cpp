@@ -457,7 +457,8 @@ int run(const Options& options, int argc, char** argv) {
                 "left out); of bound: the mean over the runs of each run's decode tok/s / its own bound.\n");
     if (!llama_cpp_build.empty()) {
         std::printf("llama.cpp: %s; llama-bench -p %zu -n 0 for prefill, -p 0 -n %zu -d %zu for decode, -r %zu, "
-                    "its defaults otherwise (f16 KV cache)\n",
+                    "each with flash attention off and on (-fa 0,1) and the faster counted, its defaults otherwise "
+                    "(f16 KV cache)\n",
                     llama_cpp_build.c_str(), options.prompt_tokens, options.new_tokens, options.prompt_tokens,
                     options.repetitions);
     }

@@ -201,23 +201,26 @@ test('a llama-bench that cannot be started is exit 3', () => {
 });
 
 test('prefill and decode come from llama-bench runs of the same workload', () => {
-  // A stand-in llama-bench: its results encode the arguments it was given.
+  // A stand-in llama-bench: its results encode the arguments it was given, one per
+  // flash-attention setting; off is faster for prefill (-n 0), on for decode.
   const fake = path.join(work, 'fake-llama-bench');
   fs.writeFileSync(fake, `#!${process.execPath}
 const args = process.argv.slice(2);
 const value = (flag) => Number(args[args.indexOf(flag) + 1] ?? -1);
-if (args.at(-2) !== '-o' || args.at(-1) !== 'json') process.exit(9);
-const encoded = value('-p') * 1e6 + value('-n') * 1e3 + (args.includes('-d') ? value('-d') : 0);
-process.stdout.write(JSON.stringify([{ build_number: 7, build_commit: 'abc', backends: 'CPU', cpu_info: 'a CPU',
-  n_threads: value('-t'), avg_ts: encoded + value('-t') / 10 + value('-r') / 100, model: args[args.indexOf('-m') + 1] }]));
+if (args.at(-2) !== '-o' || args.at(-1) !== 'json' || args[args.indexOf('-fa') + 1] !== '0,1') process.exit(9);
+const encoded = value('-p') * 1e6 + value('-n') * 1e3 + (args.includes('-d') ? value('-d') : 0) + value('-t') / 10 + value('-r') / 100;
+const faster = value('-n') === 0 ? 0 : 1;
+process.stdout.write(JSON.stringify([0, 1].map((fa) => ({ build_number: 7, build_commit: 'abc', backends: 'CPU', cpu_info: 'a CPU',
+  flash_attn: fa === 1, avg_ts: fa === faster ? encoded : encoded / 2 }))));
 `);
   fs.chmodSync(fake, 0o755);
   const result = run(['--model', llamaFolder, '--llama-bench', fake, '--prompt-tokens', '64', '--new-tokens', '32',
                       '--threads', '2', '--repetitions', '3']);
   assert.equal(result.code, 0, result.stderr);
   const figures = JSON.parse(result.stdout);
-  assert.equal(figures.prefill_tokens_per_second, 64e6 + 0 + 0.2 + 0.03);      // -p 64 -n 0 -t 2 -r 3
-  assert.equal(figures.decode_tokens_per_second, 0 + 32e3 + 64 + 0.2 + 0.03);   // -p 0 -n 32 -d 64
+  assert.equal(figures.prefill_tokens_per_second, 64e6 + 0 + 0 + 0.2 + 0.03);    // -p 64 -n 0 -t 2 -r 3
+  assert.equal(figures.decode_tokens_per_second, 0 + 32e3 + 64 + 0.2 + 0.03);    // -p 0 -n 32 -d 64
+  assert.deepEqual(figures.flash_attention, { prefill: false, decode: true });   // the faster of each
   assert.equal(figures.llama_cpp, 'llama.cpp build 7 (abc), CPU');
   assert.equal(figures.cpu, 'a CPU');
 
