@@ -2,8 +2,9 @@
 // (SmolLM2-135M, Qwen2.5-0.5B) with synthetic weights, set against the machine's memory
 // bandwidth (decode streams every weight once per token, so bandwidth bounds it) and,
 // with --pytorch, against plain PyTorch (benchmarks/bench_pytorch.py) and, with
-// --llama-bench, against llama.cpp (benchmarks/bench_llama_cpp.mjs) on the same checkpoints. Checkpoints are written once into --dir and read into memory as loom_generate
-// reads them (or mapped, --mmap). See --help.
+// --llama-bench, against llama.cpp (benchmarks/bench_llama_cpp.mjs) on the same
+// checkpoints. Checkpoints are written once into --dir and read into memory as
+// loom_generate reads them (or mapped, --mmap). See --help.
 #include <sys/wait.h>
 #include <unistd.h>
 

@@ -221,7 +221,7 @@ class GgufWriter {
         head.writeUInt32LE(elementType, 4);
         head.writeBigUInt64LE(BigInt(values.length), 8);
         const items = values.map((v) => (elementType === GGUF_STRING ? GgufWriter.string(v) : GgufWriter.scalar(elementType, v)));
-        this.metadata.push(Buffer.concat([GgufWriter.string(key), head.subarray(0, 4), head.subarray(4), ...items]));
+        this.metadata.push(Buffer.concat([GgufWriter.string(key), head, ...items]));
     }
     // tensors: [{name, shape (outermost first), ggmlType, data}]
     write(file, tensors) {
@@ -234,7 +234,6 @@ class GgufWriter {
             dims.writeUInt32LE(tensor.ggmlType, 4 + 8 * tensor.shape.length);
             dims.writeBigUInt64LE(BigInt(offset), 8 + 8 * tensor.shape.length);
             infos.push(Buffer.concat([GgufWriter.string(tensor.name), dims]));
-            tensor.offset = offset;
             offset += Math.ceil(tensor.data.length / GGUF_ALIGNMENT) * GGUF_ALIGNMENT;
         }
         const header = Buffer.alloc(24);
@@ -245,13 +244,15 @@ class GgufWriter {
         const head = Buffer.concat([header, ...this.metadata, ...infos]);
         const partial = `${file}.partial`;
         const fd = openSync(partial, "w");
+        // Each piece, then zeros up to the next multiple of the alignment; a write may take
+        // only part of a large buffer.
+        const writeAligned = (bytes) => {
+            for (let done = 0; done < bytes.length;) done += writeSync(fd, bytes, done, bytes.length - done);
+            writeSync(fd, Buffer.alloc((GGUF_ALIGNMENT - (bytes.length % GGUF_ALIGNMENT)) % GGUF_ALIGNMENT));
+        };
         try {
-            writeSync(fd, head);
-            writeSync(fd, Buffer.alloc((GGUF_ALIGNMENT - (head.length % GGUF_ALIGNMENT)) % GGUF_ALIGNMENT));
-            for (const tensor of tensors) {
-                writeSync(fd, tensor.data);
-                writeSync(fd, Buffer.alloc((GGUF_ALIGNMENT - (tensor.data.length % GGUF_ALIGNMENT)) % GGUF_ALIGNMENT));
-            }
+            writeAligned(head);
+            for (const tensor of tensors) writeAligned(tensor.data);
         } finally {
             closeSync(fd);
         }
