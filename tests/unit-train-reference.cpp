@@ -97,9 +97,13 @@ TEST_CASE("training against PyTorch autograd: loss, every gradient, 10 AdamW ste
             model.parameters.zero_gradients();
             const double value = training.forward_backward(batch, pool).value;
             INFO("step " << step << ": loss " << value << ", PyTorch " << reference_losses.at(step));
-            // PyTorch on OpenBLAS, as the README installs it: on Debian's reference BLAS its
-            // float32 products round differently, and steps 2-5 came 1.2-1.3e-4 apart.
-            CHECK(std::abs(value - reference_losses.at(step)) < 1e-4);
+            // The reference's own float32 products round differently with each BLAS kernel, and
+            // AdamW's normalised steps carry that into the loss: on an Intel Xeon, PyTorch's
+            // loss at steps 2-5 came 1.0-1.5e-4 from Loom's with OpenBLAS's SkylakeX and
+            // Prescott kernels and within 1e-4 with its Haswell and Zen ones (Loom's bits are
+            // the same on every target); Debian's reference BLAS gave 1.2-1.3e-4. A wrong
+            // AdamW detail moves these losses by far more (the learning rate 1% off: 0.7-1.3e-2).
+            CHECK(std::abs(value - reference_losses.at(step)) < 3e-4);
         }
         loom::train::clip_gradient_norm(model.parameters, clip, &pool);
         optimizer.step(learning_rate, &pool);
