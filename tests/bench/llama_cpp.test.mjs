@@ -8,11 +8,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 
 const require = createRequire(new URL('../js/package.json', import.meta.url));
 const { gguf, GGMLQuantizationType } = await import(require.resolve('@huggingface/gguf'));
 
-const script = new URL('../../benchmarks/bench_llama_cpp.mjs', import.meta.url).pathname;
+const script = fileURLToPath(new URL('../../benchmarks/bench_llama_cpp.mjs', import.meta.url));
 const makeModel = process.env.LOOM_MAKE_MODEL;
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-llama-cpp-test-'));
 
