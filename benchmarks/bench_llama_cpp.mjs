@@ -356,21 +356,9 @@ function describe(result) {
     return `llama.cpp build ${result.build_number} (${result.build_commit}), ${result.backends}`;
 }
 
-async function main() {
-    let options;
-    try {
-        options = parseArguments(process.argv.slice(2));
-    } catch (error) {
-        if (error instanceof BenchError) fail(error.message, EXIT_BAD_INPUT);
-        throw error;
-    }
-    let gguf;
-    try {
-        gguf = convertCheckpoint(options.model);
-    } catch (error) {
-        if (error instanceof BenchError) fail(error.message, EXIT_BAD_INPUT);
-        throw error;
-    }
+function main() {
+    const options = parseArguments(process.argv.slice(2));
+    const gguf = convertCheckpoint(options.model);
     if (options.ggufOnly) {
         process.stdout.write(JSON.stringify({ gguf }) + "\n");
         return;
@@ -393,4 +381,8 @@ async function main() {
     }) + "\n");
 }
 
-main().catch((error) => fail(error?.message ?? String(error), 1));
+try {
+    main();
+} catch (error) {
+    fail(error?.message ?? String(error), error instanceof BenchError ? EXIT_BAD_INPUT : 1);
+}
