@@ -345,11 +345,16 @@ function runLlamaBench(program, args) {
         const stderr = String(error.stderr ?? "").trim().split("\n").slice(-3).join(" / ");
         throw new Error(`llama-bench ${args.join(" ")} failed (exit ${error.status}): ${stderr}`);
     }
+    let results;
     try {
-        return JSON.parse(output);
+        results = JSON.parse(output);
     } catch (error) {
         throw new Error(`llama-bench printed no JSON: ${error.message}`);
     }
+    if (!Array.isArray(results) || results.length === 0 || !results.every((r) => Number.isFinite(r?.avg_ts))) {
+        throw new Error(`llama-bench ${args.join(" ")} printed no results with a speed (avg_ts)`);
+    }
+    return results;
 }
 
 function describe(result) {

@@ -225,6 +225,11 @@ process.stdout.write(JSON.stringify([0, 1].map((fa) => ({ build_number: 7, build
   assert.equal(figures.llama_cpp, 'llama.cpp build 7 (abc), CPU');
   assert.equal(figures.cpu, 'a CPU');
 
+  fs.writeFileSync(fake, `#!${process.execPath}\nprocess.stdout.write('[]');\n`);
+  const empty = run(['--model', llamaFolder, '--llama-bench', fake]);
+  assert.equal(empty.code, 1);
+  assert.match(empty.stderr, /llama-bench .* printed no results with a speed \(avg_ts\)/);
+
   fs.writeFileSync(fake, `#!${process.execPath}\nprocess.stderr.write('model failed to load\\n'); process.exit(1);\n`);
   const failed = run(['--model', llamaFolder, '--llama-bench', fake]);
   assert.equal(failed.code, 1);
