@@ -229,6 +229,43 @@ TEST_CASE("kernels: matmul gives the same bits for any thread count and any numb
     }
 }
 
+TEST_CASE("kernels: a row times a matrix read as two streams gives the bits of the four-stream and batched paths",
+          "[kernels][determinism]") {
+    // Large enough that one thread's share goes as two streams and two threads' halves as
+    // four; the second row's path (panels) is a third way to the same sums.
+    const std::size_t in = 1000, out = 1100;
+    const auto x = random_values(2 * in, 6);
+    const auto weights = random_values(out * in, 7);
+    for (loom::DType dtype : {loom::DType::bf16, loom::DType::f16}) {
+        const auto weight_bytes = loom::testing::encode_weights(weights, dtype);
+        const loom::TensorView weight{dtype, {out, in}, weight_bytes.data()};
+        REQUIRE(weight_bytes.size() >= loom::kernels::detail::two_stream_share_bytes);
+        REQUIRE(weight_bytes.size() / 2 < loom::kernels::detail::two_stream_share_bytes);
+
+        loom::ThreadPool single(1);
+        std::vector<float> two_streams(out), batched(2 * out);
+        loom::kernels::matmul(x.data(), 1, weight, nullptr, two_streams.data(), single);
+        loom::kernels::matmul(x.data(), 2, weight, nullptr, batched.data(), single);
+        CHECK(std::memcmp(two_streams.data(), batched.data(), out * 4) == 0);
+        for (std::size_t threads : {2u, 3u}) {
+            loom::ThreadPool pool(threads);
+            std::vector<float> shared(out);
+            loom::kernels::matmul(x.data(), 1, weight, nullptr, shared.data(), pool);
+            INFO(loom::dtype_name(dtype) << ", " << threads << " threads");
+            CHECK(std::memcmp(shared.data(), two_streams.data(), out * 4) == 0);
+        }
+        for (std::size_t o = 0; o < out; o += 97) {  // and right, not only repeatable
+            double sum = 0.0, magnitude = 0.0;
+            for (std::size_t i = 0; i < in; ++i) {
+                sum += double(x[i]) * double(weight.at(o * in + i));
+                magnitude += std::abs(double(x[i]) * double(weight.at(o * in + i)));
+            }
+            const double input_rounding = loom::kernels::rounds_activations(dtype) ? std::ldexp(1.0, -8) : 0.0;
+            CHECK(two_streams[o] == Approx(sum).margin(1e-5 + magnitude * input_rounding));
+        }
+    }
+}
+
 TEST_CASE("kernels: rmsnorm and softmax match a double-precision reference", "[kernels]") {
     const std::size_t dim = 50;
     const auto x = random_values(dim, 6, 3.0);
