@@ -50,10 +50,11 @@ inline constexpr std::size_t tile_columns = simd::parts == 1 ? 5 : simd::parts =
 inline constexpr std::size_t decode_streams = 4;
 // A thread's share of 16-bit weights this large goes as two streams instead: measured on an
 // Intel Xeon (2-vCPU VM), one row times 4864 x 896 and 151936 x 896 bf16 matrices read
-// 1.05-1.10x faster on two threads, and decode steps of Qwen2.5-0.5B bf16 came 5-7% faster
-// on two threads (SmolLM2-135M bf16, whose head is its only share this large, 1-5%), while
-// smaller shares (1536 x 576 on two threads: 885 KiB) and f32 weights are as fast or faster
-// in four. Which stream reads a column changes no result.
+// 1.0-1.08x faster on two threads, and single decode steps of Qwen2.5-0.5B bf16 came 5-7%
+// faster on two threads (SmolLM2-135M bf16, whose head is its only share this large, 1-5%;
+// whole benchmark runs moved less than their spread), while smaller shares (1536 x 576 on
+// two threads: 885 KiB) and f32 weights are as fast or faster in four. Not measured on
+// Zen 5. Which stream reads a column changes no result.
 inline constexpr std::size_t two_stream_share_bytes = std::size_t(2) << 20;
 // Up to this many rows, the streamed decode path (one tile of rows). Since the first band
 // of the panel path prefetches too, panels are faster from 2 rows on (measured on Zen 5
