@@ -43,6 +43,21 @@ std::vector<float> random_values(std::size_t count, std::uint64_t seed, double s
     return values;
 }
 
+// A product's element against the plain double-precision sum of x . weight row o (+ bias):
+// the product is right, not just repeatable. (Native-fast kernels round x to bf16 for bf16
+// weights: 2^-9 of each product.)
+void check_against_double_sum(float got, const float* x, const loom::TensorView& weight, std::size_t o,
+                              double bias = 0.0) {
+    const std::size_t in = weight.shape[1];
+    double sum = bias, magnitude = 0.0;
+    for (std::size_t i = 0; i < in; ++i) {
+        sum += double(x[i]) * double(weight.at(o * in + i));
+        magnitude += std::abs(double(x[i]) * double(weight.at(o * in + i)));
+    }
+    const double input_rounding = loom::kernels::rounds_activations(weight.dtype) ? std::ldexp(1.0, -8) : 0.0;
+    CHECK(got == Approx(sum).margin(1e-5 + magnitude * input_rounding));
+}
+
 }  // namespace
 
 TEST_CASE("kernels: exp_f32 is within 1 ulp of the exactly rounded value on the range softmax and silu use", "[kernels][math]") {
@@ -204,17 +219,9 @@ TEST_CASE("kernels: matmul gives the same bits for any thread count and any numb
         for (std::size_t r = 0; r < rows; ++r) {
             loom::kernels::matmul(x.data() + r * in, 1, weight, &bias, expected.data() + r * out, single);
         }
-        // Plain reference: the product is right, not just repeatable. (Native-fast kernels
-        // round x to bf16 for bf16 weights: 2^-9 of each product.)
-        const double input_rounding = loom::kernels::rounds_activations(dtype) ? std::ldexp(1.0, -8) : 0.0;
         for (std::size_t r = 0; r < rows; ++r) {
             for (std::size_t o = 0; o < out; ++o) {
-                double sum = bias.at(o), magnitude = 0.0;
-                for (std::size_t i = 0; i < in; ++i) {
-                    sum += double(x[r * in + i]) * double(weight.at(o * in + i));
-                    magnitude += std::abs(double(x[r * in + i]) * double(weight.at(o * in + i)));
-                }
-                CHECK(expected[r * out + o] == Approx(sum).margin(1e-5 + magnitude * input_rounding));
+                check_against_double_sum(expected[r * out + o], x.data() + r * in, weight, o, bias.at(o));
             }
         }
         for (std::size_t threads : {1u, 2u, 3u, 4u, 8u}) {
@@ -254,15 +261,7 @@ TEST_CASE("kernels: a row times a matrix read as two streams gives the bits of t
             INFO(loom::dtype_name(dtype) << ", " << threads << " threads");
             CHECK(std::memcmp(shared.data(), two_streams.data(), out * 4) == 0);
         }
-        for (std::size_t o = 0; o < out; o += 97) {  // and right, not only repeatable
-            double sum = 0.0, magnitude = 0.0;
-            for (std::size_t i = 0; i < in; ++i) {
-                sum += double(x[i]) * double(weight.at(o * in + i));
-                magnitude += std::abs(double(x[i]) * double(weight.at(o * in + i)));
-            }
-            const double input_rounding = loom::kernels::rounds_activations(dtype) ? std::ldexp(1.0, -8) : 0.0;
-            CHECK(two_streams[o] == Approx(sum).margin(1e-5 + magnitude * input_rounding));
-        }
+        for (std::size_t o = 0; o < out; o += 97) check_against_double_sum(two_streams[o], x.data(), weight, o);
     }
 }
 
