@@ -194,7 +194,10 @@ std::vector<float> uniform_floats(loom::Random& random, std::size_t count, doubl
 std::vector<float> wide_floats(loom::Random& random, std::size_t count) {
     std::vector<float> values(count);
     for (float& value : values) {
-        const double magnitude = std::ldexp(1.0 + random.uniform(), int(random.next() % 41) - 20);
+        // (Drawn in separate statements: the order in which a call's arguments are evaluated
+        // is unspecified, and g++ and clang differ.)
+        const double mantissa = 1.0 + random.uniform();
+        const double magnitude = std::ldexp(mantissa, int(random.next() % 41) - 20);
         value = float((random.next() & 1) ? -magnitude : magnitude);
     }
     return values;
