@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -177,7 +178,12 @@ public:
         std::ifstream stream(path, std::ios::binary);
         if (!stream) throw not_found_error(path_.string() + ": cannot open");
         stream.seekg(0, std::ios::end);
-        buffer_ = WeightBuffer(std::size_t(stream.tellg()), path_.string());
+        const auto file_size = static_cast<std::uint64_t>(stream.tellg());
+        if (file_size > std::numeric_limits<std::size_t>::max() / 2) {  // (a 32-bit build: WebAssembly)
+            throw format_error(path_.string() + ": " + std::to_string(file_size) +
+                               " bytes do not fit in this build's address space");
+        }
+        buffer_ = WeightBuffer(std::size_t(file_size), path_.string());
         stream.seekg(0);
         stream.read(reinterpret_cast<char*>(buffer_.data()), std::streamsize(buffer_.size()));
         if (!stream) throw format_error(path_.string() + ": read failed");

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -63,7 +64,7 @@ inline Shape parse_npy_shape(std::string_view text, const std::string& label) {
     bool in_number = false;
     for (char c : text.substr(1, text.size() - 2)) {
         if (c >= '0' && c <= '9') {
-            if (value > (std::size_t(1) << 40)) throw format_error(label + ": .npy shape dimension too large: " + std::string(text));
+            if (value > std::numeric_limits<std::size_t>::max() / 16) throw format_error(label + ": .npy shape dimension too large: " + std::string(text));
             value = value * 10 + std::size_t(c - '0');
             in_number = true;
         } else if (c == ',' || c == ' ' || c == 'L') {

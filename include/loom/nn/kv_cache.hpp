@@ -39,7 +39,8 @@ public:
         : capacity_(capacity), kv_heads_(kv_heads), head_dim_(head_dim), row_size_(kv_heads * head_dim),
           dtype_(dtype), keys_(layers), values_(layers) {
         kernels::check_cache_dtype(dtype);
-        constexpr std::size_t max_floats = std::size_t(1) << 40;  // 4 TiB: past this, a size overflowed
+        // 4 TiB (or a quarter of a 32-bit address space): past this, a size overflowed.
+        constexpr std::size_t max_floats = std::size_t(1) << (sizeof(std::size_t) >= 8 ? 40 : 28);
         if (row_size_ == 0 || capacity > max_floats / row_size_ / std::max<std::size_t>(layers, 1) / 2) {
             throw argument_error("KV cache of " + std::to_string(capacity) + " positions x " + std::to_string(layers) +
                                  " layers x " + std::to_string(row_size_) + " values is too large");
