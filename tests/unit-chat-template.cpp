@@ -3,13 +3,18 @@
 // transformers configures it) and the @huggingface/jinja reference (tests/js).
 #include <catch2/catch.hpp>
 
+#include <bit>
 #include <chrono>
+#include <cmath>
+#include <cstdint>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <random>
 #include <sstream>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -625,6 +630,8 @@ TEST_CASE("chat template: int64 limits, huge strides and deliberate size limits"
     // Float literals and |float beyond the double range are inf and 0.0, as in Python.
     CHECK(render("{{ 1e999 }} {{ 1e-400 }} {{ '1e999'|float }} {{ '-1e999'|float }} {{ '1e-400'|float }}") ==
           "inf 0.0 inf -inf 0.0");
+    // One sign at most, as Python's float() takes it.
+    CHECK(render("{{ '--5'|float(1.5) }} {{ '-+5'|float }} {{ '-5'|float }} {{ '+5'|float }}") == "1.5 0.0 -5.0 5.0");
     // An attribute path index beyond 64 bits is refused with the engine's error, not std::stoll's.
     CHECK_THROWS_AS(render("{{ ['x']|map(attribute='99999999999999999999')|list }}"), loom::unsupported_error);
     CHECK(message_of([] { render("{{ ['x']|map(attribute='99999999999999999999')|list }}"); }) ==
@@ -745,4 +752,42 @@ TEST_CASE("chat template: apply_chat_template gives the template what transforme
           R"([{"description": "d", "name": "f"}])");
     CHECK(loom::chat::apply_chat_template(dump, ordered_json::array(), false, ordered_json{{"tools", ordered_json::parse(tool)}}) ==
           R"([{"name": "f", "description": "d"}])");
+}
+
+// Where the standard library has no floating-point to_chars/from_chars (Emscripten's libc++),
+// templates print and read floats through the C library. Both ways must give to_chars's
+// and from_chars's results; here, where both exist, they are compared directly.
+TEST_CASE("jinja: float text through the C library matches to_chars and from_chars", "[chat][jinja]") {
+    using loom::chat::detail::decimal_to_double;
+    using loom::chat::detail::decimal_to_double_c_library;
+    using loom::chat::detail::shortest_scientific;
+    using loom::chat::detail::shortest_scientific_c_library;
+    std::mt19937_64 random(20261125);
+    std::vector<double> numbers = {0.0, -0.0, 1.0, 0.1, 0.3, 1.0 / 3.0, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
+                                   123456789012345678.0, 9007199254740993.0, 1e23, 2.5, -7.25e-5};
+    for (int i = 0; i < 20000; ++i) {
+        const double number = std::bit_cast<double>(random());
+        if (std::isfinite(number)) numbers.push_back(number);
+        numbers.push_back(double(std::int64_t(random() % 2000001) - 1000000) / 1000.0);  // short decimals
+    }
+    std::size_t mismatches = 0;
+    for (const double number : numbers) {
+        const std::string expected = shortest_scientific(number);
+        const std::string text = shortest_scientific_c_library(number);
+        if (text != expected && ++mismatches <= 5) FAIL_CHECK(text << " != " << expected);
+        std::string fixed = expected.substr(expected[0] == '-' ? 1 : 0);  // decimal_to_double reads no sign
+        double parsed = 0.0;
+        CHECK(decimal_to_double_c_library(fixed, parsed) == std::errc());
+        CHECK(parsed == std::abs(number));
+    }
+    CHECK(mismatches == 0);
+
+    for (const char* text : {"1.5", ".5", "5.", "2e-3", "2E+3", "007", "1e400", "1e-400", "4.9e-324", "1e-320", "",
+                             "1e", "e5", "+1", "-1", " 1", "1 ", "0x10", "inf", "nan", "1.2.3", "1e5.5", ".", "1,5"}) {
+        INFO('"' << text << '"');
+        double from_charconv = -1.0, from_c_library = -1.0;
+        const std::errc expected = decimal_to_double(text, from_charconv);
+        CHECK(decimal_to_double_c_library(text, from_c_library) == expected);
+        if (expected == std::errc()) CHECK(from_c_library == from_charconv);
+    }
 }

@@ -1,7 +1,6 @@
 #pragma once
 // Python's string semantics over UTF-8: chat templates index, strip, split and case-map
 // strings the way CPython does, and the rendered prompt must match byte for byte.
-#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -9,6 +8,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "loom/chat/detail/float_chars.hpp"
 
 namespace loom::chat::detail {
 
@@ -110,11 +111,9 @@ inline bool is_python_line_break(char32_t c) {
 // infinity and one too small is zero (from_chars reports both as out of range).
 inline std::optional<double> parse_decimal_double(std::string_view text) {
     double number = 0.0;
-    const char* const end = text.data() + text.size();
-    const auto result = std::from_chars(text.data(), end, number, std::chars_format::general);
-    if (result.ptr != end || text.empty()) return std::nullopt;
-    if (result.ec == std::errc()) return number;
-    if (result.ec != std::errc::result_out_of_range) return std::nullopt;
+    const std::errc error = decimal_to_double(text, number);
+    if (error == std::errc()) return number;
+    if (error != std::errc::result_out_of_range) return std::nullopt;
     // Decimal magnitude of the leading significant digit decides overflow from underflow.
     std::int64_t magnitude = 0;
     bool point = false;

@@ -184,9 +184,7 @@ inline bool truthy(const Value& value) {
 inline std::string float_repr(double number) {
     if (std::isnan(number)) return "nan";
     if (std::isinf(number)) return number > 0 ? "inf" : "-inf";
-    char buffer[64];
-    const auto result = std::to_chars(buffer, buffer + sizeof buffer, number, std::chars_format::scientific);
-    const std::string scientific(buffer, result.ptr);
+    const std::string scientific = shortest_scientific(number);
     const std::size_t exponent_mark = scientific.find('e');
     std::string mantissa = scientific.substr(0, exponent_mark);
     int exponent = 0;
