@@ -231,7 +231,7 @@ template <std::size_t K>
 inline simd::Registers<K> exp_f32_lanes(simd::Registers<K> x) noexcept {
 #if defined(LOOM_SIMD_EXP_IN_DOUBLES)
     detail::exp_of_floats(x.part);
-#elif defined(LOOM_SIMD_XSIMD)
+#elif defined(LOOM_SIMD_REGISTERS)
     alignas(64) float lanes[K * simd::width];
     simd::store_as(lanes, x);
     for (float& lane : lanes) lane = exp_f32(lane);

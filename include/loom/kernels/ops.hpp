@@ -27,6 +27,11 @@ inline float larger(float candidate, float current) noexcept { return candidate 
 inline simd::Floats larger(const simd::Floats& candidate, const simd::Floats& current) noexcept {
     return xsimd::select(candidate > current, candidate, current);
 }
+#elif defined(LOOM_SIMD_WASM128)
+inline simd::Floats larger(const simd::Floats& candidate, const simd::Floats& current) noexcept {
+    const v128_t pick = wasm_f32x4_gt(candidate.bits, current.bits);
+    return simd::Floats(wasm_v128_bitselect(candidate.bits, current.bits, pick));
+}
 #endif
 
 // The maximum the scalar loop `m = values[0]; m = larger(values[i], m)` finds: NaN if

@@ -7,7 +7,8 @@
 //
 // The target is chosen at compile time from the compiler's flags (xsimd's default_arch):
 // -march=native, -mavx2 -mfma -mf16c, or the x86-64 baseline (SSE2). LOOM_SIMD_SCALAR forces
-// plain C++, and WebAssembly builds use it too (xsimd 8.1 has no WebAssembly support).
+// plain C++. xsimd 8.1 has no WebAssembly support, so WebAssembly builds with -msimd128 use
+// four-lane registers written with <wasm_simd128.h>, and without it plain C++.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -18,11 +19,18 @@
 #include "loom/core/config.hpp"
 #include "loom/core/dtype.hpp"
 
-#if !defined(LOOM_SIMD_SCALAR) && !defined(__EMSCRIPTEN__)
+#if !defined(LOOM_SIMD_SCALAR) && defined(__wasm_simd128__)
+#include <wasm_simd128.h>
+#define LOOM_SIMD_WASM128 1
+#elif !defined(LOOM_SIMD_SCALAR) && !defined(__EMSCRIPTEN__)
 #include <xsimd/xsimd.hpp>
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
 #define LOOM_SIMD_XSIMD 1
 #endif
+#endif
+// Whether simd::Floats is a register of several lanes rather than one float.
+#if defined(LOOM_SIMD_XSIMD) || defined(LOOM_SIMD_WASM128)
+#define LOOM_SIMD_REGISTERS 1
 #endif
 
 // Which x86 register width xsimd picked, for the few steps written with intrinsics
@@ -86,6 +94,28 @@ inline void store(float* p, const Floats& v) noexcept { v.store_unaligned(p); }
 inline Floats broadcast(float value) noexcept { return Floats(value); }
 inline bool any_equal(const Floats& v, float value) noexcept { return xsimd::any(v == Floats(value)); }
 inline const char* target_name() noexcept { return xsimd::default_arch::name(); }
+#elif defined(LOOM_SIMD_WASM128)
+// Four floats; + - * / are WebAssembly's f32x4 operations, the same correctly rounded IEEE
+// ones lane by lane. (A class, not v128_t itself: v128_t's operators act on integers.)
+struct Floats {
+    v128_t bits;
+    Floats() = default;
+    explicit Floats(float value) noexcept : bits(wasm_f32x4_splat(value)) {}
+    explicit Floats(v128_t raw) noexcept : bits(raw) {}
+};
+LOOM_ALWAYS_INLINE Floats operator+(Floats a, Floats b) noexcept { return Floats(wasm_f32x4_add(a.bits, b.bits)); }
+LOOM_ALWAYS_INLINE Floats operator-(Floats a, Floats b) noexcept { return Floats(wasm_f32x4_sub(a.bits, b.bits)); }
+LOOM_ALWAYS_INLINE Floats operator*(Floats a, Floats b) noexcept { return Floats(wasm_f32x4_mul(a.bits, b.bits)); }
+LOOM_ALWAYS_INLINE Floats operator/(Floats a, Floats b) noexcept { return Floats(wasm_f32x4_div(a.bits, b.bits)); }
+LOOM_ALWAYS_INLINE Floats operator-(Floats a) noexcept { return Floats(wasm_f32x4_neg(a.bits)); }
+inline constexpr std::size_t width = 4;
+LOOM_ALWAYS_INLINE Floats load(const float* p) noexcept { return Floats(wasm_v128_load(p)); }
+inline void store(float* p, const Floats& v) noexcept { wasm_v128_store(p, v.bits); }
+inline Floats broadcast(float value) noexcept { return Floats(value); }
+inline bool any_equal(const Floats& v, float value) noexcept {
+    return wasm_v128_any_true(wasm_f32x4_eq(v.bits, wasm_f32x4_splat(value)));
+}
+inline const char* target_name() noexcept { return "wasm-simd128"; }
 #else
 using Floats = float;
 inline constexpr std::size_t width = 1;
@@ -193,6 +223,10 @@ LOOM_ALWAYS_INLINE T square_root(const T& v) noexcept {
 #elif defined(LOOM_SIMD_XSIMD)
     if constexpr (!std::is_same_v<T, float>) {
         return xsimd::sqrt(v);
+    } else
+#elif defined(LOOM_SIMD_WASM128)
+    if constexpr (!std::is_same_v<T, float>) {
+        return Floats(wasm_f32x4_sqrt(v.bits));
     } else
 #endif
     {
@@ -418,6 +452,18 @@ LOOM_ALWAYS_INLINE Lanes16 load16_weights(const std::byte* p) noexcept {
                 // (0, h) pairs read as little-endian u32 are h << 16: the bf16 value as f32.
                 result.part[2 * i] = _mm_castsi128_ps(_mm_unpacklo_epi16(zero, halves));
                 result.part[2 * i + 1] = _mm_castsi128_ps(_mm_unpackhi_epi16(zero, halves));
+            }
+            return result;
+        }
+#elif defined(LOOM_SIMD_WASM128)
+        if constexpr (dtype == DType::bf16) {
+            Lanes16 result;
+            const v128_t zero = wasm_i16x8_splat(0);
+            for (std::size_t i = 0; i < 2; ++i) {
+                const v128_t halves = wasm_v128_load(p + 16 * i);
+                // (0, h) pairs read as little-endian u32 are h << 16: the bf16 value as f32.
+                result.part[2 * i] = Floats(wasm_i16x8_shuffle(zero, halves, 0, 8, 1, 9, 2, 10, 3, 11));
+                result.part[2 * i + 1] = Floats(wasm_i16x8_shuffle(zero, halves, 4, 12, 5, 13, 6, 14, 7, 15));
             }
             return result;
         }
