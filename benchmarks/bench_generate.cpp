@@ -142,10 +142,14 @@ constexpr const char* compiler_name() {
 #endif
 }
 
-// Peak resident memory since the last reset, from /proc (VmHWM), in MiB.
 // Writes the checkpoint in a child process, so the memory used to build it never
 // counts towards this process's peak RSS.
 void write_checkpoint(const std::filesystem::path& folder, const loom::models::SyntheticModelSpec& spec) {
+#if defined(__EMSCRIPTEN__)
+    // WebAssembly has no processes: written here, the checkpoint counts towards the peak
+    // RSS of the run that wrote it (later runs of the same --dir reuse it).
+    loom::models::write_synthetic_model(folder, spec);
+#else
     const pid_t child = fork();
     if (child == 0) {
         try {
@@ -160,6 +164,7 @@ void write_checkpoint(const std::filesystem::path& folder, const loom::models::S
     if (child < 0 || waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         throw loom::error("could not write the benchmark checkpoint " + folder.string());
     }
+#endif
 }
 
 // Best-of-N streaming read speed in GB/s, each thread reading its own contiguous part as
