@@ -185,8 +185,10 @@ TEST_CASE("loom_generate: the installed binary streams ids and exits non-zero on
 namespace {
 
 // A tiny model with TinyLlama's real tokenizer files (32000 tokens, Zephyr chat template).
-std::filesystem::path model_with_tokenizer(const loom::testing::ScratchFolder& folder, bool sentencepiece_only = false) {
+std::filesystem::path model_with_tokenizer(const loom::testing::ScratchFolder& folder, bool sentencepiece_only = false,
+                                           loom::DType dtype = loom::DType::f32) {
     auto spec = loom::models::synthetic_preset("tiny-llama");
+    spec.dtype = dtype;
     spec.vocab_size = 32000;
     spec.weight_std = 0.25;
     spec.eos_token_ids = {2};
@@ -288,3 +290,71 @@ TEST_CASE("loom_generate: --prompt without a tokenizer is a clear error", "[cli]
     CHECK(run.exit_code == 2);
     CHECK(run.err.find("needs a tokenizer") != std::string::npos);
 }
+
+#if defined(LOOM_GENERATE_WASM)
+// loom_generate compiled by em++ for WebAssembly SIMD128 and run by Node.js
+// (cmake/LoomWasm.cmake) against this build's own: the same prompt ids, tokens and text,
+// and every step's logits bit for bit, at other thread counts. Once on the built-in model,
+// once on bf16 weights with TinyLlama's tokenizer and chat template, sampled with a seed.
+TEST_CASE("loom_generate: the WebAssembly build gives the native program's tokens and logits", "[cli][wasm][determinism]") {
+    using loom::testing::read_file;
+    using loom::testing::shell_quoted;
+    loom::testing::ScratchFolder folder("cli-wasm");
+    const std::string model = model_with_tokenizer(folder, false, loom::DType::bf16).string();
+    const std::vector<std::vector<std::string>> workloads = {
+        {"--ids", "1,2,3", "--max-tokens", "32"},
+        {"--model", model, "--prompt", "What is 2+2?", "--chat", "--system", "Be brief.", "--max-tokens", "24",
+         "--temperature", "0.8", "--top-p", "0.9", "--seed", "7"},
+    };
+    const auto arguments = [](std::vector<std::string> workload, const std::string& threads, const std::filesystem::path& logits) {
+        for (const std::string& extra : {std::string("--format"), std::string("json"), std::string("--threads"), threads,
+                                         std::string("--dump-logits"), logits.string()}) {
+            workload.push_back(extra);
+        }
+        return workload;
+    };
+    int index = 0;
+    for (const auto& workload : workloads) {
+        const auto native_logits = folder / ("native-" + std::to_string(index) + ".f32");
+        const Run native = generate(arguments(workload, "2", native_logits));
+        INFO(native.err);
+        REQUIRE(native.exit_code == 0);
+        const auto expected = nlohmann::json::parse(native.out);
+        const std::string expected_logits = read_file(native_logits);
+        REQUIRE(expected["ids"].size() >= 16);
+        REQUIRE(expected_logits.size() % (expected["ids"].size() * 4) == 0);
+
+        for (const char* threads : {"1", "3"}) {
+            const auto wasm_logits = folder / ("wasm-" + std::to_string(index) + "-" + threads + ".f32");
+            std::string command = std::string(LOOM_WASM_NODE) + " " + shell_quoted(LOOM_GENERATE_WASM);
+            for (const auto& argument : arguments(workload, threads, wasm_logits)) command += " " + shell_quoted(argument);
+            const auto out = folder / "wasm-out.txt", err = folder / "wasm-err.txt";
+            const int code = loom::testing::run_command(command + " > " + shell_quoted(out.string()) + " 2> " + shell_quoted(err.string()));
+            INFO(command << "\n" << read_file(err));
+            REQUIRE(code == 0);
+            const auto report = nlohmann::json::parse(read_file(out));
+            for (const char* field : {"prompt_ids", "ids", "text", "finish_reason"}) {
+                INFO(field);
+                CHECK(report[field] == expected[field]);
+            }
+            CHECK(read_file(wasm_logits) == expected_logits);
+        }
+        ++index;
+    }
+
+    // A checkpoint beyond the 32-bit address space is refused by name, before any read.
+    // (Sparse: the 5 GiB take no disk space.)
+    loom::testing::ScratchFolder large("cli-wasm-large");
+    std::filesystem::copy_file(std::filesystem::path(model) / "config.json", large.path() / "config.json");
+    const auto weights = large.path() / "model.safetensors";
+    std::ofstream(weights, std::ios::binary).put('\0');
+    std::filesystem::resize_file(weights, std::uintmax_t(5) << 30);
+    const auto err = folder / "wasm-large-err.txt";
+    const int code = loom::testing::run_command(std::string(LOOM_WASM_NODE) + " " + shell_quoted(LOOM_GENERATE_WASM) +
+                                                " --model " + shell_quoted(large.path().string()) +
+                                                " --ids 1,2 --max-tokens 2 > /dev/null 2> " + shell_quoted(err.string()));
+    CHECK(code == 1);
+    CHECK(read_file(err).find(weights.string() + ": 5368709120 bytes do not fit in this build's address space") !=
+          std::string::npos);
+}
+#endif

@@ -30,6 +30,8 @@ extern char** environ;
 namespace {
 
 namespace fs = std::filesystem;
+using loom::testing::read_file;
+using loom::testing::shell_quoted;
 
 // A tiny LLaMA (2 layers, hidden 64) with SmolLM2's real tokenizer, whose 49152 tokens set
 // the vocabulary, and SmolLM2's chat template, for {"messages"} data. EOS 2 is <|im_end|>.
@@ -49,11 +51,6 @@ fs::path write_model(const fs::path& folder, loom::DType dtype = loom::DType::f3
     return folder;
 }
 
-std::string read_file(const fs::path& path) {
-    std::ifstream file(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(file), {});
-}
-
 void write_file(const fs::path& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
 
 // About 420 SmolLM2 tokens of two alternating sentences: easy to learn a little of in a few steps.
@@ -62,12 +59,6 @@ fs::path write_text(const fs::path& path) {
     for (int i = 0; i < 30; ++i) text += "The cat sat on the mat. The dog sat on the log. ";
     write_file(path, text);
     return path;
-}
-
-std::string shell_quoted(const std::string& text) {
-    std::string quoted = "'";
-    for (char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return quoted + "'";
 }
 
 std::vector<std::string> lines_of(const std::string& text) {

@@ -27,6 +27,7 @@ namespace {
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 using loom::testing::message_of;
+using loom::testing::read_file;
 using loom::testing::run_command;
 using loom::testing::ScratchFolder;
 using loom::unicode::Category;
@@ -98,13 +99,6 @@ bool installed_data_matches_tables() {
         return false;
     }
     return true;
-}
-
-std::string read_file(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream contents;
-    contents << in.rdbuf();
-    return contents.str();
 }
 
 std::u32string normalized(const json& description, std::u32string text) {

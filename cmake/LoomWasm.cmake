@@ -1,0 +1,71 @@
+# WebAssembly builds of Loom's own programs, beside the native ones: the proof that the
+# same headers give the same bits under Emscripten (SIMD128), and its speed. One CMake build
+# cannot use two compilers for C++, so em++ runs as a custom command per program, and Node.js
+# runs the result (a single .js file with the .wasm inside; it reads and writes the real
+# filesystem, and its threads are Web Workers).
+#
+# A consumer builds its own program the same way: em++ with the flags below, the `include`
+# folder and the header-only dependencies on the include path (see docs/webassembly.md).
+set(LOOM_WASM AUTO CACHE STRING "Build and test Loom's programs for WebAssembly with Emscripten's em++ and Node.js (AUTO: when both are found; ON, OFF)")
+set_property(CACHE LOOM_WASM PROPERTY STRINGS AUTO ON OFF)
+
+set(LOOM_WASM_ENABLED OFF)
+if(NOT LOOM_WASM STREQUAL "OFF")
+  find_program(LOOM_EMXX NAMES em++)
+  find_program(LOOM_WASM_NODE NAMES node nodejs)
+  if(LOOM_EMXX AND LOOM_WASM_NODE)
+    set(LOOM_WASM_ENABLED ON)
+  elseif(LOOM_WASM STREQUAL "ON")
+    message(FATAL_ERROR "loom: LOOM_WASM=ON but em++ or node was not found. On Debian/Ubuntu: apt-get install emscripten nodejs")
+  endif()
+endif()
+message(STATUS "loom: WebAssembly builds and tests: ${LOOM_WASM_ENABLED}")
+
+if(LOOM_WASM_ENABLED)
+  # em++ must not see /usr/include itself (glibc's headers break it), which is where the
+  # header-only dependencies usually are: it gets a folder of links to just those.
+  set(LOOM_WASM_INCLUDE_DIR "${PROJECT_BINARY_DIR}/wasm-include")
+  file(MAKE_DIRECTORY "${LOOM_WASM_INCLUDE_DIR}")
+  foreach(header IN ITEMS xtensor/xtensor.hpp xtl/xtl_config.hpp xsimd/xsimd.hpp nlohmann/json.hpp)
+    string(REGEX REPLACE "/.*" "" library "${header}")
+    string(MAKE_C_IDENTIFIER "${library}" key)
+    find_path(LOOM_WASM_${key}_PARENT ${header})
+    if(NOT LOOM_WASM_${key}_PARENT)
+      message(FATAL_ERROR "loom: ${header} not found for the WebAssembly builds")
+    endif()
+    file(CREATE_LINK "${LOOM_WASM_${key}_PARENT}/${library}" "${LOOM_WASM_INCLUDE_DIR}/${library}" SYMBOLIC)
+  endforeach()
+
+  # Debian's emscripten finds its JavaScript optimiser's modules through NODE_PATH.
+  set(LOOM_WASM_ENVIRONMENT "")
+  if(EXISTS /usr/share/nodejs/acorn)
+    set(LOOM_WASM_ENVIRONMENT NODE_PATH=/usr/share/nodejs)
+  endif()
+
+  file(GLOB_RECURSE LOOM_WASM_HEADERS CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/include/loom/*.hpp")
+
+  # -ffp-contract=off: as natively (WebAssembly SIMD has no fused multiply-add, but the
+  # scalar code must not get one either). -msimd128: the kernels' four-lane registers.
+  # Threads: a pool of 8 Web Workers started with the program; more start when asked.
+  # Memory: up to 4 GiB, the most a 32-bit address space holds.
+  set(LOOM_WASM_FLAGS
+    -std=c++20 -O2 -msimd128 -ffp-contract=off -DLOOM_FP_CONTRACT_OFF -fexceptions -pthread
+    -I${PROJECT_SOURCE_DIR}/include -isystem ${LOOM_WASM_INCLUDE_DIR}
+    -sPTHREAD_POOL_SIZE=8 -sEXIT_RUNTIME=1 -sNODERAWFS=1 -sSINGLE_FILE=1
+    -sALLOW_MEMORY_GROWTH=1 -sMAXIMUM_MEMORY=4GB -Wno-pthreads-mem-growth)
+endif()
+
+# loom_add_wasm_program(<target> <output.js> SOURCES <file>... [DEFINITIONS <NAME=value>...])
+# builds <output.js> with em++ as part of the default build.
+function(loom_add_wasm_program target output)
+  cmake_parse_arguments(PARSE_ARGV 2 wasm "" "" "SOURCES;DEFINITIONS")
+  list(TRANSFORM wasm_DEFINITIONS PREPEND -D)
+  add_custom_command(
+    OUTPUT "${output}"
+    COMMAND ${CMAKE_COMMAND} -E env ${LOOM_WASM_ENVIRONMENT}
+            ${LOOM_EMXX} ${LOOM_WASM_FLAGS} ${wasm_DEFINITIONS} ${wasm_SOURCES} -o "${output}"
+    DEPENDS ${wasm_SOURCES} ${LOOM_WASM_HEADERS}
+    COMMENT "em++ ${target} (WebAssembly SIMD128)"
+    VERBATIM)
+  add_custom_target(${target} ALL DEPENDS "${output}")
+endfunction()
