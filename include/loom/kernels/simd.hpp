@@ -462,6 +462,8 @@ LOOM_ALWAYS_INLINE Lanes16 load16_weights(const std::byte* p) noexcept {
             for (std::size_t i = 0; i < 2; ++i) {
                 const v128_t halves = wasm_v128_load(p + 16 * i);
                 // (0, h) pairs read as little-endian u32 are h << 16: the bf16 value as f32.
+                // (Node.js's V8 makes each shuffle one unpack; widening then shifting by 16
+                // instead made SmolLM2-135M bf16 decode 1.6x slower.)
                 result.part[2 * i] = Floats(wasm_i16x8_shuffle(zero, halves, 0, 8, 1, 9, 2, 10, 3, 11));
                 result.part[2 * i + 1] = Floats(wasm_i16x8_shuffle(zero, halves, 4, 12, 5, 13, 6, 14, 7, 15));
             }
