@@ -179,7 +179,9 @@ public:
         if (!stream) throw not_found_error(path_.string() + ": cannot open");
         stream.seekg(0, std::ios::end);
         const auto file_size = static_cast<std::uint64_t>(stream.tellg());
-        if (file_size > std::numeric_limits<std::size_t>::max() / 2) {  // (a 32-bit build: WebAssembly)
+        // The read below takes a signed std::streamsize: 2 GiB at most in a 32-bit build
+        // (WebAssembly), half of all the memory such a build can have.
+        if (file_size > std::uint64_t(std::numeric_limits<std::streamsize>::max())) {
             throw format_error(path_.string() + ": " + std::to_string(file_size) +
                                " bytes do not fit in this build's address space");
         }
