@@ -422,6 +422,31 @@ void hash_math(Hashes& hashes) {
     }
 }
 
+// Every bf16 and f16 bit pattern widened to f32 as the kernels widen weights (16 at a
+// time) and f16 cache values (a register at a time): exact, so the bits of the scalar
+// conversions, NaN payloads included.
+void hash_widening(Hashes& hashes, SelfCheck& check) {
+    std::vector<std::uint16_t> patterns(std::size_t(1) << 16);
+    for (std::size_t i = 0; i < patterns.size(); ++i) patterns[i] = std::uint16_t(i);
+    const auto* stored = reinterpret_cast<const std::byte*>(patterns.data());
+    std::vector<float> expected(patterns.size()), widened(patterns.size());
+    for (DType dtype : {DType::bf16, DType::f16}) {
+        for (std::size_t i = 0; i < patterns.size(); ++i) {
+            expected[i] = dtype == DType::bf16 ? loom::bf16_to_f32(patterns[i]) : loom::f16_to_f32(patterns[i]);
+        }
+        if (dtype == DType::bf16) loom::kernels::simd::expand_weights<DType::bf16>(stored, patterns.size(), widened.data());
+        else loom::kernels::simd::expand_weights<DType::f16>(stored, patterns.size(), widened.data());
+        check.require(same_bits(widened, expected), "widen/" + dtype_label(dtype) + ": weights widen to other bits than the scalar conversion");
+        hashes.add("widen/" + dtype_label(dtype) + "/weights", widened);
+    }
+    using loom::kernels::simd::width;
+    for (std::size_t i = 0; i < patterns.size(); i += width) {
+        loom::kernels::simd::store(widened.data() + i, loom::kernels::simd::load_widened<DType::f16>(stored + 2 * i));
+    }
+    check.require(same_bits(widened, expected), "widen/f16: cache values widen to other bits than the scalar conversion");
+    hashes.add("widen/f16/cache-values", widened);
+}
+
 void hash_ops(Hashes& hashes) {
     loom::Random random(0x6f7073ull);
     constexpr std::size_t rows = 4;
@@ -619,6 +644,7 @@ int loom_hash_main(int argc, char** argv) {
         timed("reductions", [&] { hash_reductions(hashes); });
         timed("math", [&] { hash_math(hashes); });
         timed("ops", [&] { hash_ops(hashes); });
+        timed("widening", [&] { hash_widening(hashes, check); });
         timed("models", [&] { hash_models(hashes, check, one, three); });
 
         const std::string header = std::string("loom_hash_") + loom_hash_level + ", SIMD target " +

@@ -116,6 +116,23 @@ inline bool any_equal(const Floats& v, float value) noexcept {
     return wasm_v128_any_true(wasm_f32x4_eq(v.bits, wasm_f32x4_splat(value)));
 }
 inline const char* target_name() noexcept { return "wasm-simd128"; }
+
+// Four f16 values, each in the high half of its lane (h << 16), as f32: the values of
+// f16_to_f32. Exponent and mantissa move into place and are rebiased; infinities and NaNs
+// get the top exponent; a subnormal becomes 2^-14 + m 2^-24, from which subtracting 2^-14
+// leaves m 2^-24 exactly.
+inline Floats f16_high_halves_to_f32(v128_t halves) noexcept {
+    const v128_t exponent_mask = wasm_i32x4_splat(0x1f << 23);
+    v128_t bits = wasm_u32x4_shr(wasm_v128_and(halves, wasm_i32x4_splat(0x7fff0000)), 3);
+    const v128_t exponent = wasm_v128_and(bits, exponent_mask);
+    bits = wasm_i32x4_add(bits, wasm_i32x4_splat((127 - 15) << 23));
+    const v128_t infinite_or_nan = wasm_i32x4_eq(exponent, exponent_mask);
+    bits = wasm_i32x4_add(bits, wasm_v128_and(infinite_or_nan, wasm_i32x4_splat((128 - 16) << 23)));
+    const v128_t two_to_minus_14 = wasm_i32x4_splat((127 - 14) << 23);
+    const v128_t subnormal = wasm_f32x4_sub(wasm_i32x4_add(bits, wasm_i32x4_splat(1 << 23)), two_to_minus_14);
+    bits = wasm_v128_bitselect(subnormal, bits, wasm_i32x4_eq(exponent, wasm_i32x4_splat(0)));
+    return Floats(wasm_v128_or(bits, wasm_v128_and(halves, wasm_i32x4_splat(std::int32_t(0x80000000u)))));
+}
 #else
 using Floats = float;
 inline constexpr std::size_t width = 1;
@@ -456,16 +473,23 @@ LOOM_ALWAYS_INLINE Lanes16 load16_weights(const std::byte* p) noexcept {
             return result;
         }
 #elif defined(LOOM_SIMD_WASM128)
-        if constexpr (dtype == DType::bf16) {
+        {
             Lanes16 result;
             const v128_t zero = wasm_i16x8_splat(0);
             for (std::size_t i = 0; i < 2; ++i) {
-                const v128_t halves = wasm_v128_load(p + 16 * i);
+                const v128_t stored = wasm_v128_load(p + 16 * i);
                 // (0, h) pairs read as little-endian u32 are h << 16: the bf16 value as f32.
-                // (Node.js's V8 makes each shuffle one unpack; widening then shifting by 16
-                // instead made SmolLM2-135M bf16 decode 1.6x slower.)
-                result.part[2 * i] = Floats(wasm_i16x8_shuffle(zero, halves, 0, 8, 1, 9, 2, 10, 3, 11));
-                result.part[2 * i + 1] = Floats(wasm_i16x8_shuffle(zero, halves, 4, 12, 5, 13, 6, 14, 7, 15));
+                // (Widening, then shifting by 16, made SmolLM2-135M bf16 decode 1.6x slower
+                // under Node.js 20.)
+                const v128_t low = wasm_i16x8_shuffle(zero, stored, 0, 8, 1, 9, 2, 10, 3, 11);
+                const v128_t high = wasm_i16x8_shuffle(zero, stored, 4, 12, 5, 13, 6, 14, 7, 15);
+                if constexpr (dtype == DType::bf16) {
+                    result.part[2 * i] = Floats(low);
+                    result.part[2 * i + 1] = Floats(high);
+                } else {
+                    result.part[2 * i] = f16_high_halves_to_f32(low);
+                    result.part[2 * i + 1] = f16_high_halves_to_f32(high);
+                }
             }
             return result;
         }
@@ -492,6 +516,9 @@ LOOM_ALWAYS_INLINE Floats load_widened(const std::byte* p) noexcept {
         return _mm512_maskz_cvtph_ps(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 #elif defined(LOOM_SIMD_X86_256) && defined(__F16C__)
         return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#elif defined(LOOM_SIMD_WASM128)
+        const v128_t stored = wasm_v128_load64_zero(p);
+        return f16_high_halves_to_f32(wasm_i16x8_shuffle(wasm_i16x8_splat(0), stored, 0, 8, 1, 9, 2, 10, 3, 11));
 #else
         alignas(64) float expanded[width];
         for (std::size_t lane = 0; lane < width; ++lane) expanded[lane] = load_as_f32(p, dtype, lane);
