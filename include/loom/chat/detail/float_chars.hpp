@@ -20,14 +20,14 @@ inline char c_library_decimal_point() {
     return point != nullptr && point[0] != '\0' ? point[0] : '.';
 }
 
-// Digits with an optional point and exponent ("1.5", "2e-3", ".5"), as from_chars reads
-// them in its general format; no sign, no whitespace, no hexadecimal, no inf or nan.
-// std::errc() when all of `text` is one such number, result_out_of_range when it is but its
-// value overflows a double or underflows to zero, invalid_argument otherwise.
 inline bool starts_as_decimal(std::string_view text) {
     return !text.empty() && ((text[0] >= '0' && text[0] <= '9') || text[0] == '.');
 }
 
+// Digits with an optional point and exponent ("1.5", "2e-3", ".5"), as from_chars reads
+// them in its general format; no sign, no whitespace, no hexadecimal, no inf or nan.
+// std::errc() when all of `text` is one such number, result_out_of_range when it is but its
+// value overflows a double or underflows to zero, invalid_argument otherwise.
 inline std::errc decimal_to_double_c_library(std::string_view text, double& number) {
     if (!starts_as_decimal(text)) return std::errc::invalid_argument;
     std::string local(text);
