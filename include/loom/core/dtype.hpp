@@ -51,12 +51,15 @@ inline std::uint16_t f32_to_bf16(float value) noexcept {
     return std::uint16_t(bits >> 16);
 }
 
+// Exact, as F16C's and AVX-512's conversions, which also quiet a signalling NaN (payload
+// kept): every target widens f16 through this or through them, with the same bits.
 inline float f16_to_f32(std::uint16_t half) noexcept {
     const std::uint32_t sign = std::uint32_t(half & 0x8000u) << 16;
     const std::uint32_t exponent = (half >> 10) & 0x1Fu;
     std::uint32_t mantissa = half & 0x3FFu;
     if (exponent == 0x1F) {  // inf or NaN
-        return bits_to_f32(sign | 0x7F800000u | (mantissa << 13));
+        const std::uint32_t quiet = mantissa != 0 ? 0x00400000u : 0u;
+        return bits_to_f32(sign | 0x7F800000u | quiet | (mantissa << 13));
     }
     if (exponent != 0) {
         return bits_to_f32(sign | ((exponent + 112u) << 23) | (mantissa << 13));

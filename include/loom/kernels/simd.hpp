@@ -117,17 +117,20 @@ inline bool any_equal(const Floats& v, float value) noexcept {
 }
 inline const char* target_name() noexcept { return "wasm-simd128"; }
 
-// Four f16 values, each in the high half of its lane (h << 16), as f32: the values of
+// Four f16 values, each in the high half of its lane (h << 16), as f32: the bits of
 // f16_to_f32. Exponent and mantissa move into place and are rebiased; infinities and NaNs
-// get the top exponent; a subnormal becomes 2^-14 + m 2^-24, from which subtracting 2^-14
-// leaves m 2^-24 exactly.
+// get the top exponent, and NaNs the quiet bit; a subnormal becomes 2^-14 + m 2^-24, from
+// which subtracting 2^-14 leaves m 2^-24 exactly.
 inline Floats f16_high_halves_to_f32(v128_t halves) noexcept {
     const v128_t exponent_mask = wasm_i32x4_splat(0x1f << 23);
     v128_t bits = wasm_u32x4_shr(wasm_v128_and(halves, wasm_i32x4_splat(0x7fff0000)), 3);
     const v128_t exponent = wasm_v128_and(bits, exponent_mask);
+    const v128_t nan = wasm_v128_andnot(wasm_i32x4_eq(exponent, exponent_mask),
+                                        wasm_i32x4_eq(wasm_v128_and(bits, wasm_i32x4_splat(0x7fffff)), wasm_i32x4_splat(0)));
     bits = wasm_i32x4_add(bits, wasm_i32x4_splat((127 - 15) << 23));
     const v128_t infinite_or_nan = wasm_i32x4_eq(exponent, exponent_mask);
     bits = wasm_i32x4_add(bits, wasm_v128_and(infinite_or_nan, wasm_i32x4_splat((128 - 16) << 23)));
+    bits = wasm_v128_or(bits, wasm_v128_and(nan, wasm_i32x4_splat(0x400000)));
     const v128_t two_to_minus_14 = wasm_i32x4_splat((127 - 14) << 23);
     const v128_t subnormal = wasm_f32x4_sub(wasm_i32x4_add(bits, wasm_i32x4_splat(1 << 23)), two_to_minus_14);
     bits = wasm_v128_bitselect(subnormal, bits, wasm_i32x4_eq(exponent, wasm_i32x4_splat(0)));
