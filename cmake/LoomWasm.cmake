@@ -1,8 +1,8 @@
 # WebAssembly builds of Loom's own programs, beside the native ones: the proof that the
 # same headers give the same bits under Emscripten (SIMD128), and its speed. One CMake build
-# cannot use two compilers for C++, so em++ runs as a custom command per program, and Node.js
-# runs the result (a single .js file with the .wasm inside; it reads and writes the real
-# filesystem, and its threads are Web Workers).
+# cannot use two compilers for C++, so em++ runs as custom commands. Node.js runs the
+# result (a single .js file with the .wasm inside; it reads and writes the real filesystem,
+# and its threads are Web Workers); loom_generate is also linked for browsers.
 #
 # A consumer builds its own program the same way: em++ with the flags below, the `include`
 # folder and the header-only dependencies on the include path (see docs/webassembly.md).
@@ -46,26 +46,61 @@ if(LOOM_WASM_ENABLED)
 
   # -ffp-contract=off: as natively (WebAssembly SIMD has no fused multiply-add, but the
   # scalar code must not get one either). -msimd128: the kernels' four-lane registers.
+  set(LOOM_WASM_COMPILE_FLAGS
+    -std=c++20 -O2 -msimd128 -ffp-contract=off -DLOOM_FP_CONTRACT_OFF -fexceptions -pthread
+    -I${PROJECT_SOURCE_DIR}/include -isystem ${LOOM_WASM_INCLUDE_DIR})
   # Threads: a pool of 8 Web Workers started with the program; more start when asked.
   # Memory: up to 4 GiB, the most a 32-bit address space holds.
-  set(LOOM_WASM_FLAGS
-    -std=c++20 -O2 -msimd128 -ffp-contract=off -DLOOM_FP_CONTRACT_OFF -fexceptions -pthread
-    -I${PROJECT_SOURCE_DIR}/include -isystem ${LOOM_WASM_INCLUDE_DIR}
-    -sPTHREAD_POOL_SIZE=8 -sEXIT_RUNTIME=1 -sNODERAWFS=1 -sSINGLE_FILE=1
+  set(LOOM_WASM_LINK_FLAGS
+    -O2 -msimd128 -fexceptions -pthread -sPTHREAD_POOL_SIZE=8 -sEXIT_RUNTIME=1
     -sALLOW_MEMORY_GROWTH=1 -sMAXIMUM_MEMORY=4GB -Wno-pthreads-mem-growth)
+  # Node.js: one .js file with the .wasm inside, on the real filesystem.
+  set(LOOM_WASM_NODE_FLAGS -sNODERAWFS=1 -sSINGLE_FILE=1)
+  # Browsers: a module factory (EXPORT_NAME) whose main() runs on a worker, so that it may
+  # wait for its threads, with Emscripten's in-memory filesystem exported as FS.
+  set(LOOM_WASM_WEB_FLAGS -sMODULARIZE=1 -sPROXY_TO_PTHREAD=1 -sENVIRONMENT=web,worker -sEXPORTED_RUNTIME_METHODS=FS)
 endif()
 
-# loom_add_wasm_program(<target> <output.js> SOURCES <file>... [DEFINITIONS <NAME=value>...])
-# builds <output.js> with em++ as part of the default build.
-function(loom_add_wasm_program target output)
-  cmake_parse_arguments(PARSE_ARGV 2 wasm "" "" "SOURCES;DEFINITIONS")
+# loom_add_wasm_program(<target> NODE <program.js> [WEB <program.js> EXPORT_NAME <name>]
+#                       SOURCES <file>... [DEFINITIONS <NAME=value>...])
+# compiles the sources once with em++ and links them for Node.js and, with WEB, for
+# browsers (then <program.js> beside a .wasm and a .worker.js), in the default build.
+function(loom_add_wasm_program target)
+  cmake_parse_arguments(PARSE_ARGV 1 wasm "" "NODE;WEB;EXPORT_NAME" "SOURCES;DEFINITIONS")
   list(TRANSFORM wasm_DEFINITIONS PREPEND -D)
-  add_custom_command(
-    OUTPUT "${output}"
-    COMMAND ${CMAKE_COMMAND} -E env ${LOOM_WASM_ENVIRONMENT}
-            ${LOOM_EMXX} ${LOOM_WASM_FLAGS} ${wasm_DEFINITIONS} ${wasm_SOURCES} -o "${output}"
-    DEPENDS ${wasm_SOURCES} ${LOOM_WASM_HEADERS}
-    COMMENT "em++ ${target} (WebAssembly SIMD128)"
-    VERBATIM)
-  add_custom_target(${target} ALL DEPENDS "${output}")
+  set(objects "")
+  foreach(source IN LISTS wasm_SOURCES)
+    get_filename_component(name "${source}" NAME_WE)
+    set(object "${CMAKE_CURRENT_BINARY_DIR}/${target}.dir/${name}.o")
+    add_custom_command(
+      OUTPUT "${object}"
+      COMMAND ${CMAKE_COMMAND} -E make_directory "${CMAKE_CURRENT_BINARY_DIR}/${target}.dir"
+      COMMAND ${CMAKE_COMMAND} -E env ${LOOM_WASM_ENVIRONMENT}
+              ${LOOM_EMXX} ${LOOM_WASM_COMPILE_FLAGS} ${wasm_DEFINITIONS} -c "${source}" -o "${object}"
+      DEPENDS "${source}" ${LOOM_WASM_HEADERS}
+      COMMENT "em++ ${name}.cpp (WebAssembly SIMD128)"
+      VERBATIM)
+    list(APPEND objects "${object}")
+  endforeach()
+  set(outputs "")
+  foreach(kind IN ITEMS NODE WEB)
+    if(NOT wasm_${kind})
+      continue()
+    endif()
+    set(flags ${LOOM_WASM_${kind}_FLAGS})
+    if(kind STREQUAL "WEB")
+      list(APPEND flags -sEXPORT_NAME=${wasm_EXPORT_NAME})
+    endif()
+    get_filename_component(folder "${wasm_${kind}}" DIRECTORY)
+    add_custom_command(
+      OUTPUT "${wasm_${kind}}"
+      COMMAND ${CMAKE_COMMAND} -E make_directory "${folder}"
+      COMMAND ${CMAKE_COMMAND} -E env ${LOOM_WASM_ENVIRONMENT}
+              ${LOOM_EMXX} ${LOOM_WASM_LINK_FLAGS} ${flags} ${objects} -o "${wasm_${kind}}"
+      DEPENDS ${objects}
+      COMMENT "em++ ${target}: ${wasm_${kind}}"
+      VERBATIM)
+    list(APPEND outputs "${wasm_${kind}}")
+  endforeach()
+  add_custom_target(${target} ALL DEPENDS ${outputs})
 endfunction()
