@@ -11,27 +11,14 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { launchChromium, skipReason } from '../js/chromium.mjs';
 import { startServer } from './harness.mjs';
 
-const PLAYWRIGHT = '../js/node_modules/playwright-core/index.mjs';
-const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = process.env.LOOM_TEST_ARTIFACTS || os.tmpdir();
 const TEST_TIMEOUT = 120_000;   // per test
 const WAIT = 90_000;            // for one generation to finish
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 375, height: 667 };
-
-let skipReason = null;
-let chromium = null;
-if (!fs.existsSync(CHROMIUM)) {
-  skipReason = `${CHROMIUM} not found; install chromium to run the web UI tests`;
-} else {
-  try {
-    ({ chromium } = await import(PLAYWRIGHT));
-  } catch (e) {
-    skipReason = `playwright-core is not installed (npm ci --prefix tests/js): ${e.message}`;
-  }
-}
 
 let server = null;
 let browser = null;
@@ -41,7 +28,7 @@ before(async () => {
   if (skipReason) return;
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   server = await startServer();
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true });
+  browser = await launchChromium();
   const res = await fetch(server.url + '/props');
   assert.equal(res.status, 200, 'GET /props');
   props = await res.json();

@@ -11,24 +11,11 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { launchChromium, skipReason } from '../js/chromium.mjs';
 
-const PLAYWRIGHT = '../js/node_modules/playwright-core/index.mjs';
-const CHROMIUM = '/usr/bin/chromium';
 const webProgram = process.env.LOOM_GENERATE_WEB;
 const nativeProgram = process.env.LOOM_GENERATE_BINARY;
 const makeModel = process.env.LOOM_MAKE_MODEL_BINARY;
-
-let skipReason = null;
-let chromium = null;
-if (!fs.existsSync(CHROMIUM)) {
-  skipReason = `${CHROMIUM} not found; install chromium to run the browser tests`;
-} else {
-  try {
-    ({ chromium } = await import(PLAYWRIGHT));
-  } catch (e) {
-    skipReason = `playwright-core is not installed (npm ci --prefix tests/js): ${e.message}`;
-  }
-}
 
 let scratch = null;
 let modelFolder = null;
@@ -73,7 +60,7 @@ before(async () => {
   server = serve();
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   url = `http://127.0.0.1:${server.address().port}/`;
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true });
+  browser = await launchChromium();
 }, { timeout: 120_000 });
 
 after(async () => {
