@@ -431,9 +431,7 @@ void hash_widening(Hashes& hashes, SelfCheck& check) {
     const auto* stored = reinterpret_cast<const std::byte*>(patterns.data());
     std::vector<float> expected(patterns.size()), widened(patterns.size());
     for (DType dtype : {DType::bf16, DType::f16}) {
-        for (std::size_t i = 0; i < patterns.size(); ++i) {
-            expected[i] = dtype == DType::bf16 ? loom::bf16_to_f32(patterns[i]) : loom::f16_to_f32(patterns[i]);
-        }
+        for (std::size_t i = 0; i < patterns.size(); ++i) expected[i] = loom::load_as_f32(stored, dtype, i);
         if (dtype == DType::bf16) loom::kernels::simd::expand_weights<DType::bf16>(stored, patterns.size(), widened.data());
         else loom::kernels::simd::expand_weights<DType::f16>(stored, patterns.size(), widened.data());
         check.require(same_bits(widened, expected), "widen/" + dtype_label(dtype) + ": weights widen to other bits than the scalar conversion");

@@ -125,10 +125,10 @@ inline Floats f16_high_halves_to_f32(v128_t halves) noexcept {
     const v128_t exponent_mask = wasm_i32x4_splat(0x1f << 23);
     v128_t bits = wasm_u32x4_shr(wasm_v128_and(halves, wasm_i32x4_splat(0x7fff0000)), 3);
     const v128_t exponent = wasm_v128_and(bits, exponent_mask);
-    const v128_t nan = wasm_v128_andnot(wasm_i32x4_eq(exponent, exponent_mask),
+    const v128_t infinite_or_nan = wasm_i32x4_eq(exponent, exponent_mask);
+    const v128_t nan = wasm_v128_andnot(infinite_or_nan,
                                         wasm_i32x4_eq(wasm_v128_and(bits, wasm_i32x4_splat(0x7fffff)), wasm_i32x4_splat(0)));
     bits = wasm_i32x4_add(bits, wasm_i32x4_splat((127 - 15) << 23));
-    const v128_t infinite_or_nan = wasm_i32x4_eq(exponent, exponent_mask);
     bits = wasm_i32x4_add(bits, wasm_v128_and(infinite_or_nan, wasm_i32x4_splat((128 - 16) << 23)));
     bits = wasm_v128_or(bits, wasm_v128_and(nan, wasm_i32x4_splat(0x400000)));
     const v128_t two_to_minus_14 = wasm_i32x4_splat((127 - 14) << 23);
