@@ -103,10 +103,7 @@ TEST_CASE("loom_generate: sampling is reproducible for a seed and independent of
     CHECK(one["ids"] != other["ids"]);
 
     // --dump-logits: one f32 row of the vocabulary per generated token, identical bytes across thread counts.
-    auto read = [](const std::filesystem::path& path) {
-        std::ifstream file(path, std::ios::binary);
-        return std::string(std::istreambuf_iterator<char>(file), {});
-    };
+    const auto read = loom::testing::read_file;
     const std::string a = read(folder / "a.bin");
     CHECK(a.size() == 24 * cli_spec().vocab_size * sizeof(float));
     CHECK(a == read(folder / "b.bin"));
@@ -298,8 +295,16 @@ TEST_CASE("loom_generate: --prompt without a tokenizer is a clear error", "[cli]
 // once on bf16 weights with TinyLlama's tokenizer and chat template, sampled with a seed.
 TEST_CASE("loom_generate: the WebAssembly build gives the native program's tokens and logits", "[cli][wasm][determinism]") {
     using loom::testing::read_file;
-    using loom::testing::shell_quoted;
     loom::testing::ScratchFolder folder("cli-wasm");
+    // `node loom_generate.js arguments...`, its output through files in the scratch folder.
+    const auto generate_wasm = [&](const std::vector<std::string>& arguments) {
+        std::string command = std::string(LOOM_WASM_NODE) + " " + loom::testing::shell_quoted(LOOM_GENERATE_WASM);
+        for (const auto& argument : arguments) command += " " + loom::testing::shell_quoted(argument);
+        const auto out = folder / "wasm-out.txt", err = folder / "wasm-err.txt";
+        const int code = loom::testing::run_command(command + " > " + loom::testing::shell_quoted(out.string()) + " 2> " +
+                                                    loom::testing::shell_quoted(err.string()));
+        return Run{code, read_file(out), command + "\n" + read_file(err)};
+    };
     const std::string model = model_with_tokenizer(folder, false, loom::DType::bf16).string();
     const std::vector<std::vector<std::string>> workloads = {
         {"--ids", "1,2,3", "--max-tokens", "32"},
@@ -326,13 +331,10 @@ TEST_CASE("loom_generate: the WebAssembly build gives the native program's token
 
         for (const char* threads : {"1", "3"}) {
             const auto wasm_logits = folder / ("wasm-" + std::to_string(index) + "-" + threads + ".f32");
-            std::string command = std::string(LOOM_WASM_NODE) + " " + shell_quoted(LOOM_GENERATE_WASM);
-            for (const auto& argument : arguments(workload, threads, wasm_logits)) command += " " + shell_quoted(argument);
-            const auto out = folder / "wasm-out.txt", err = folder / "wasm-err.txt";
-            const int code = loom::testing::run_command(command + " > " + shell_quoted(out.string()) + " 2> " + shell_quoted(err.string()));
-            INFO(command << "\n" << read_file(err));
-            REQUIRE(code == 0);
-            const auto report = nlohmann::json::parse(read_file(out));
+            const Run run = generate_wasm(arguments(workload, threads, wasm_logits));
+            INFO(run.err);
+            REQUIRE(run.exit_code == 0);
+            const auto report = nlohmann::json::parse(run.out);
             for (const char* field : {"prompt_ids", "ids", "text", "finish_reason"}) {
                 INFO(field);
                 CHECK(report[field] == expected[field]);
@@ -349,12 +351,9 @@ TEST_CASE("loom_generate: the WebAssembly build gives the native program's token
     const auto weights = large.path() / "model.safetensors";
     std::ofstream(weights, std::ios::binary).put('\0');
     std::filesystem::resize_file(weights, std::uintmax_t(3) << 30);
-    const auto err = folder / "wasm-large-err.txt";
-    const int code = loom::testing::run_command(std::string(LOOM_WASM_NODE) + " " + shell_quoted(LOOM_GENERATE_WASM) +
-                                                " --model " + shell_quoted(large.path().string()) +
-                                                " --ids 1,2 --max-tokens 2 > /dev/null 2> " + shell_quoted(err.string()));
-    CHECK(code == 1);
-    CHECK(read_file(err).find(weights.string() + ": 3221225472 bytes do not fit in this build's address space") !=
+    const Run refused = generate_wasm({"--model", large.path().string(), "--ids", "1,2", "--max-tokens", "2"});
+    CHECK(refused.exit_code == 1);
+    CHECK(refused.err.find(weights.string() + ": 3221225472 bytes do not fit in this build's address space") !=
           std::string::npos);
 }
 #endif

@@ -661,12 +661,10 @@ TEST_CASE("regex: single constructs agree with JavaScript's RegExp") {
 TEST_CASE("regex: throughput on English text", "[.performance]") {
     std::string english;
     for (const char* path : {"/usr/share/common-licenses/GPL-3", "/usr/share/common-licenses/Apache-2.0", "/usr/share/common-licenses/GFDL-1.3"}) {
-        std::ifstream file(path);
-        english += std::string(std::istreambuf_iterator<char>(file), {});
+        english += loom::testing::read_file(path);
     }
     for (const char* relative : {"README.md", "docs/architecture.md", "docs/models.md", "docs/performance.md"}) {
-        std::ifstream file(loom::testing::source_path(relative));
-        english += std::string(std::istreambuf_iterator<char>(file), {});
+        english += loom::testing::read_file(loom::testing::source_path(relative));
     }
     REQUIRE(english.size() > 10000);
     std::string text;

@@ -73,11 +73,6 @@ std::vector<std::byte> read_bytes(const fs::path& path) {
 }
 
 // A hand-made image: declared header length, header text, then `data_size` bytes of data.
-std::string read_text(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 std::vector<std::byte> raw_image(std::uint64_t declared_length, const std::string& header, std::size_t data_size) {
     std::vector<std::byte> bytes(8 + header.size() + data_size);
     for (int i = 0; i < 8; ++i) bytes[i] = std::byte((declared_length >> (8 * i)) & 0xFF);
@@ -391,7 +386,7 @@ TEST_CASE("safetensors: sharded write and read round trip") {
         "model-00003-of-00004.safetensors", "model-00004-of-00004.safetensors"};
     for (const std::string& file : shard_files) CHECK(fs::exists(folder / file));
     CHECK_FALSE(fs::exists(folder / "model-00001-of-00005.safetensors"));
-    const auto index = nlohmann::json::parse(read_text(folder / "model.safetensors.index.json"));
+    const auto index = nlohmann::json::parse(loom::testing::read_file(folder / "model.safetensors.index.json"));
     CHECK(index["metadata"]["total_size"] == 400 + 5 * 128);
     CHECK(index["weight_map"].size() == 6);
     CHECK(index["weight_map"]["huge"] == shard_files[0]);
