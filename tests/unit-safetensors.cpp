@@ -3,6 +3,7 @@
 // naming file/tensor/offset), and a cross-check against torch's own byte layout and rounding.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -329,6 +331,39 @@ TEST_CASE("safetensors: a bf16 tensor is a view into the file's one image, read 
 #endif
 }
 
+TEST_CASE("safetensors: tensors read into memory start on 64-byte boundaries whatever the header's length") {
+    // The products load 64 bytes at a time; the header's length decides where the data
+    // section falls, 8-byte aligned in the file. Tensors 64 bytes long or a multiple of it.
+    std::vector<float> values(64);
+    for (std::size_t i = 0; i < values.size(); ++i) values[i] = float(i) - 20.5f;
+    const std::vector<TensorToWrite> tensors = {
+        {"a", DType::f32, {4, 16}, values}, {"b", DType::bf16, {2, 32}, values}, {"c", DType::f32, {64}, values}};
+    ScratchFolder folder("safetensors");
+    std::set<std::size_t> data_starts;  // modulo 64: every multiple of 8 should come up
+    for (std::size_t note = 0; note < 64; ++note) {
+        const auto bytes = loom::io::serialize_safetensors(tensors, {{"note", std::string(note, 'x')}});
+        const std::size_t data_start = loom::io::detail::data_section_offset(bytes.data(), bytes.size());
+        data_starts.insert(data_start % 64);
+        const fs::path path = folder / ("padded-" + std::to_string(note) + ".safetensors");
+        write_bytes(path, bytes);
+        CAPTURE(note, data_start);
+        auto check_store = [&](const TensorStore& store, bool aligned) {
+            for (const char* name : {"a", "b", "c"}) {
+                const TensorView& view = store.get(name);
+                const auto address = reinterpret_cast<std::uintptr_t>(view.data);
+                CHECK(address % 64 == (aligned ? 0 : data_start % 64));
+                CHECK(view.at(view.numel() - 1) == values[view.numel() - 1]);
+            }
+        };
+        check_store(TensorStore::open(path), true);
+        check_store(TensorStore::from_bytes(bytes, "owned"), true);
+        // A mapping keeps the file's own alignment (pages are 4096-byte aligned).
+        check_store(TensorStore::open(path, loom::FileAccess::map), false);
+    }
+    CHECK(data_starts.size() == 8);
+    CHECK(loom::io::detail::data_section_offset(folder / "absent.safetensors") == 0);
+}
+
 TEST_CASE("file image: reading and mapping give the same bytes; bad paths are named; weight buffers") {
     ScratchFolder folder("file-image");
     std::vector<std::byte> bytes(3 * (std::size_t(1) << 20) + 7);  // over a 2 MiB page, not a multiple of it
@@ -357,6 +392,15 @@ TEST_CASE("file image: reading and mapping give the same bytes; bad paths are na
     CHECK(reinterpret_cast<std::uintptr_t>(kept.data()) % (std::size_t(2) << 20) == 0);
     CHECK(std::memcmp(kept.data(), bytes.data(), bytes.size()) == 0);
     CHECK(loom::WeightBuffer(0, "empty").size() == 0);
+    // The byte named by aligned_offset lands on a 64-byte boundary; the rest follows it.
+    for (const std::size_t offset : {0, 1, 8, 56, 63, 64, 100, 3 << 20}) {
+        CAPTURE(offset);
+        loom::WeightBuffer shifted(std::max<std::size_t>(offset + 1, 5000), "shifted buffer", offset);
+        CHECK((reinterpret_cast<std::uintptr_t>(shifted.data()) + offset) % 64 == 0);
+        std::memset(shifted.data(), 0x5a, shifted.size());  // all of it is writable until sealed
+        shifted.seal();
+        CHECK(shifted.data()[shifted.size() - 1] == std::byte{0x5a});
+    }
 
     write_bytes(folder / "empty.bin", {});
     for (const auto access : {loom::FileAccess::read, loom::FileAccess::map}) {

@@ -69,6 +69,20 @@ inline std::uint64_t read_u64_le(const std::byte* bytes) noexcept {
     return value;
 }
 
+// Where the data section starts: after the 8-byte header length and the header. Used only to
+// place the tensors in memory (see WeightBuffer), so a length the parser will refuse does no
+// harm here.
+inline std::size_t data_section_offset(const std::byte* bytes, std::size_t size) noexcept {
+    return size < 8 ? 0 : std::size_t(8 + read_u64_le(bytes));
+}
+
+inline std::size_t data_section_offset(const std::filesystem::path& path) {
+    std::byte prefix[8] = {};
+    std::ifstream file(path, std::ios::binary);
+    file.read(reinterpret_cast<char*>(prefix), sizeof prefix);
+    return data_section_offset(prefix, std::size_t(file.gcount()));
+}
+
 inline void write_u64_le(std::byte* out, std::uint64_t value) noexcept {
     for (int i = 0; i < 8; ++i) out[i] = std::byte((value >> (8 * i)) & 0xFFu);
 }
@@ -393,7 +407,7 @@ public:
         store.label_ = label;
         Backing backing;
         backing.label = std::move(label);
-        backing.owned = WeightBuffer(bytes.size(), backing.label);
+        backing.owned = WeightBuffer(bytes.size(), backing.label, detail::data_section_offset(bytes.data(), bytes.size()));
         if (!bytes.empty()) std::memcpy(backing.owned.data(), bytes.data(), bytes.size());
         backing.owned.seal();
         backing.data = backing.owned.data();  // a moved buffer keeps its address, so views stay valid
@@ -475,7 +489,7 @@ private:
     static Backing load_file(const std::filesystem::path& path, FileAccess access) {
         Backing backing;
         backing.label = path.string();
-        backing.file = FileImage(path, access);
+        backing.file = FileImage(path, access, access == FileAccess::read ? detail::data_section_offset(path) : 0);
         backing.data = backing.file.data();
         backing.size = backing.file.size();
         return backing;
