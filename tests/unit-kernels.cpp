@@ -236,6 +236,41 @@ TEST_CASE("kernels: matmul gives the same bits for any thread count and any numb
     }
 }
 
+TEST_CASE("kernels: rows too long for L1, multiplied a depth slice at a time, give the bits of one pass",
+          "[kernels][determinism]") {
+    // Long rows (a down projection's) go through the tiles in depth slices whose sums are
+    // carried between them; the depths end inside the last slice and right at its start
+    // (only the tail after the last 16 left). 170 outputs make several panels, and 100 or
+    // more rows prefetch the next panel between bands.
+    const std::size_t rows = 130, out = 170;
+    for (const std::size_t in : {2500u, 2440u}) {
+        REQUIRE(loom::kernels::detail::band_depth_slice<float>(in) < in);
+        const auto x = random_values(rows * in, 8);
+        const auto weights = random_values(out * in, 9);
+        for (loom::DType dtype : {loom::DType::f32, loom::DType::bf16, loom::DType::f16}) {
+            const auto weight_bytes = loom::testing::encode_weights(weights, dtype);
+            const loom::TensorView weight{dtype, {out, in}, weight_bytes.data()};
+            loom::ThreadPool single(1);
+            std::vector<float> expected(rows * out);
+            for (std::size_t r = 0; r < rows; ++r) {
+                loom::kernels::matmul(x.data() + r * in, 1, weight, nullptr, expected.data() + r * out, single);
+            }
+            for (std::size_t r = 0; r < rows; r += 43) {
+                for (std::size_t o = 0; o < out; o += 13) check_against_double_sum(expected[r * out + o], x.data() + r * in, weight, o);
+            }
+            for (std::size_t threads : {1u, 3u}) {
+                loom::ThreadPool pool(threads);
+                for (std::size_t count : {7u, 12u, 100u, 130u}) {
+                    std::vector<float> batched(count * out);
+                    loom::kernels::matmul(x.data(), count, weight, nullptr, batched.data(), pool);
+                    INFO(loom::dtype_name(dtype) << ", in " << in << ", " << count << " rows, " << threads << " threads");
+                    CHECK(std::memcmp(batched.data(), expected.data(), batched.size() * 4) == 0);
+                }
+            }
+        }
+    }
+}
+
 TEST_CASE("kernels: a row times a matrix read as two streams gives the bits of the four-stream and batched paths",
           "[kernels][determinism]") {
     // Large enough that one thread's share goes as two streams and two threads' halves as

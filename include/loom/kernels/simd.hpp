@@ -76,13 +76,18 @@ inline float fold_lanes(float* lanes) noexcept {
 
 namespace simd {
 
-// Asks for the cache line at p ahead of its use. A hint: it never changes results and never
-// faults, so it may point past the end of a buffer.
-LOOM_ALWAYS_INLINE void prefetch(const void* p) noexcept {
+enum class CacheLevel { l1, l2 };
+
+// Asks for the cache line at p ahead of its use, into L1 or (data needed later) only as far
+// as L2. A hint: it never changes results and never faults, so it may point past the end of
+// a buffer.
+LOOM_ALWAYS_INLINE void prefetch(const void* p, CacheLevel level = CacheLevel::l1) noexcept {
 #if defined(__GNUC__) || defined(__clang__)
-    __builtin_prefetch(p, 0, 3);
+    if (level == CacheLevel::l1) __builtin_prefetch(p, 0, 3);
+    else __builtin_prefetch(p, 0, 2);
 #else
     (void)p;
+    (void)level;
 #endif
 }
 
