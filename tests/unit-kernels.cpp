@@ -240,9 +240,10 @@ TEST_CASE("kernels: rows too long for L1, multiplied a depth slice at a time, gi
           "[kernels][determinism]") {
     // Long rows (a down projection's) go through the tiles in depth slices whose sums are
     // carried between them; the depths end inside the last slice and right at its start
-    // (only the tail after the last 16 left). 170 outputs make several panels, and 100 or
-    // more rows prefetch the next panel between bands.
-    const std::size_t rows = 130, out = 170;
+    // (only the tail after the last 16 left). 170 outputs make several panels, 100 or more
+    // rows prefetch the next panel between bands, and 260 take f32 weights through the
+    // panels of many rows.
+    const std::size_t rows = 260, out = 170;
     for (const std::size_t in : {2500u, 2440u}) {
         REQUIRE(loom::kernels::detail::band_depth_slice<float>(in) < in);
         const auto x = random_values(rows * in, 8);
@@ -255,12 +256,12 @@ TEST_CASE("kernels: rows too long for L1, multiplied a depth slice at a time, gi
             for (std::size_t r = 0; r < rows; ++r) {
                 loom::kernels::matmul(x.data() + r * in, 1, weight, nullptr, expected.data() + r * out, single);
             }
-            for (std::size_t r = 0; r < rows; r += 43) {
+            for (std::size_t r = 0; r < rows; r += 87) {
                 for (std::size_t o = 0; o < out; o += 13) check_against_double_sum(expected[r * out + o], x.data() + r * in, weight, o);
             }
             for (std::size_t threads : {1u, 3u}) {
                 loom::ThreadPool pool(threads);
-                for (std::size_t count : {7u, 12u, 100u, 130u}) {
+                for (std::size_t count : {7u, 12u, 100u, 130u, 260u}) {
                     std::vector<float> batched(count * out);
                     loom::kernels::matmul(x.data(), count, weight, nullptr, batched.data(), pool);
                     INFO(loom::dtype_name(dtype) << ", in " << in << ", " << count << " rows, " << threads << " threads");
