@@ -489,7 +489,7 @@ private:
     static Backing load_file(const std::filesystem::path& path, FileAccess access) {
         Backing backing;
         backing.label = path.string();
-        backing.file = FileImage(path, access, access == FileAccess::read ? detail::data_section_offset(path) : 0);
+        backing.file = FileImage(path, access, detail::data_section_offset(path));
         backing.data = backing.file.data();
         backing.size = backing.file.size();
         return backing;
