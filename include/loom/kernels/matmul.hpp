@@ -404,15 +404,17 @@ void panel_products(const Input* x, std::size_t rows, std::size_t in, const std:
         strided_products<dtype, tile_columns>(x, first_band, in, weight, out, out_stride, p0, p0 + panel_columns);
         // Many bands: they prefetch the next panel into L2 between them, so that its first
         // band finds it there rather than waiting on memory.
-        const std::byte* next = weight + (p0 + panel) * weight_stride;
-        const bool prefetch_next = rows >= prefetch_next_panel_rows && p0 + panel < end;
-        const std::size_t next_bytes = prefetch_next ? std::min(panel, end - p0 - panel) * weight_stride : 0;
-        const std::size_t band_bytes = bands == 0 ? 0 : (next_bytes / bands + 63) / 64 * 64;
+        std::span<const std::byte> next_panel;
+        if (rows >= prefetch_next_panel_rows && p0 + panel < end) {
+            next_panel = {weight + (p0 + panel) * weight_stride, std::min(panel, end - p0 - panel) * weight_stride};
+        }
+        const std::size_t band_bytes = bands == 0 ? 0 : (next_panel.size() / bands + 63) / 64 * 64;
         for (std::size_t r = first_band, band = 0; r < rows; r += tile_rows, ++band) {
-            const std::size_t from = std::min(next_bytes, band * band_bytes);
+            const std::size_t from = std::min(next_panel.size(), band * band_bytes);
             panel_tiles<dtype>(x + r * in, std::min(tile_rows, rows - r), in, weight + p0 * weight_stride, weight_stride,
                                panel_columns, out + r * out_stride + p0, out_stride,
-                               {next + from, std::min(band_bytes, next_bytes - from)}, simd::CacheLevel::l2);
+                               next_panel.subspan(from, std::min(band_bytes, next_panel.size() - from)),
+                               simd::CacheLevel::l2);
         }
     }
 }
