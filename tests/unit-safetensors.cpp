@@ -54,6 +54,14 @@ std::uint32_t float_bits(const TensorView& view, std::size_t index) {
     return bits;
 }
 
+// The header length a safetensors image starts with, read here rather than by the library.
+std::uint64_t header_length_of(const std::vector<std::byte>& bytes) {
+    REQUIRE(bytes.size() >= 8);
+    std::uint64_t length = 0;
+    for (int i = 7; i >= 0; --i) length = (length << 8) | std::uint64_t(bytes[i]);
+    return length;
+}
+
 void write_bytes(const fs::path& path, const std::vector<std::byte>& bytes) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
@@ -203,8 +211,7 @@ std::string run_capturing_output(const std::string& command, int& status) {
 
 TEST_CASE("safetensors: serialized layout is aligned, sorted and contiguous") {
     const auto bytes = loom::io::serialize_safetensors(sample_tensors(), {{"format", "pt"}});
-    std::uint64_t header_length = 0;
-    for (int i = 7; i >= 0; --i) header_length = (header_length << 8) | std::uint64_t(bytes[i]);
+    const std::uint64_t header_length = header_length_of(bytes);
     CHECK((8 + header_length) % 8 == 0);
     const std::string header(reinterpret_cast<const char*>(bytes.data()) + 8, header_length);
     const auto json = nlohmann::json::parse(header);
@@ -342,7 +349,8 @@ TEST_CASE("safetensors: tensors read into memory start on 64-byte boundaries wha
     std::set<std::size_t> data_starts;  // modulo 64: every multiple of 8 should come up
     for (std::size_t note = 0; note < 64; ++note) {
         const auto bytes = loom::io::serialize_safetensors(tensors, {{"note", std::string(note, 'x')}});
-        const std::size_t data_start = loom::io::detail::data_section_offset(bytes.data(), bytes.size());
+        const std::size_t data_start = 8 + header_length_of(bytes);
+        CHECK(loom::io::detail::data_section_offset(bytes.data(), bytes.size()) == data_start);
         data_starts.insert(data_start % 64);
         const fs::path path = folder / ("padded-" + std::to_string(note) + ".safetensors");
         write_bytes(path, bytes);
